@@ -1,0 +1,785 @@
+# A2PO (Agent-by-agent Policy Optimization) on Multi-Agent MuJoCo, separate parameters. README: "A2PO on MA-MuJoCo".
+"""A2PO updates the agents one after another, each with its own actor and critic, in a semi-greedy order.
+
+Agent i's advantage is corrected for the agents already updated (PreOPC: a GAE(lambda) whose trace is
+cut by min(1, rho), rho = their joint ratio), its surrogate weighs its ratio by that joint ratio clipped
+to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (adaptive clipping).
+
+Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
+
+Implementation details:
+1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1,
+   Hopper 3x1, Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1. Partitions gymnasium-robotics
+   does not ship are built as `agent_factorization` from the joints, edges and globals of
+   `get_parts_and_edges(scenario, None)`: Nx1 is one agent per joint; HalfCheetah 3x2 follows the
+   original multiagent_mujoco grouping; Walker2d 3x2 cuts the chain foot-leg-thigh-thigh-leg-foot in three.
+2. gymnasium-robotics builds on the v5 single-agent models, so returns differ from papers that used v2.
+3. One env per subprocess worker (Pipe, fork); a finished episode resets inside the worker, which sends
+   the global state before the reset. Actions are sampled unclipped (their log-prob is stored) and
+   clipped to the action bounds for the env.
+4. Running mean/var normalisation of actor observations and critic states, clipped to +-obs_norm_clip;
+   the statistics are updated during rollouts only, saved in the checkpoint and used by evaluation.
+5. Critic input of agent i: the normalised global state (env.state()) + one-hot id; actor input: its
+   obs_k-local observation (`--agent-obsk`, gymnasium-robotics' default 1).
+6. A time-limit truncation is not terminal: gamma * V_i(final state) is folded into agent i's reward at
+   that step and continues = 0 there (see bootstrap_truncation). A MuJoCo termination (fall) is terminal.
+7. Critics do not move during the rollout, so values and log-probs are computed after it in one batch.
+   Each agent's critic is only trained in its own turn, so the remaining agents' stored values are their
+   critics "as they are now" when PreOPC is recomputed; only rho changes from turn to turn.
+8. Per turn k: rho = prod of the updated agents' ratios (no grad), PreOPC for every remaining agent,
+   semi-greedy pick by mean |A_i| (the talk's rule: k+1 even -> greedy, odd -> uniform),
+   eps_i = C(eps, k+1), update_epochs epochs of (critic-only pass, then actor + critic pass). Advantages are
+   normalised per agent; agent i's critic regresses on A + V in its own ValueNorm space.
+9. Official-code departures (ALGORITHMS.md): one lambda per PreOPC step (not two); g clipped to 1 +- eps_i/2
+   (the talk), not eps/2. Defaults from the official MA-MuJoCo settings (4000 steps per update as
+   4 workers x 1000 steps: one episode length per worker, and 4 workers keep 2 cores busy without
+   oversubscribing; Hopper presets lr 1e-4, eps 0.1 apply only to flags not given on the command line).
+10. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
+    with shadows, reflections and skybox off (about 10x faster in software GL), saved as mp4 by imageio.
+"""
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import mujoco
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from gymnasium_robotics import mamujoco_v1
+from gymnasium_robotics.envs.multiagent_mujoco.obsk import get_parts_and_edges
+from torch.distributions import Normal
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when available"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "cooperative-trust-region"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """record the first episode of every evaluation as an mp4 in the run folder's videos/"""
+    runs_dir: str = "runs"
+    """folder that holds the run folders"""
+
+    scenario: str = "HalfCheetah"
+    """MuJoCo robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer"""
+    agent_conf: str = "6x1"
+    """partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1"""
+    agent_obsk: int = 1
+    """each agent observes the joints up to this graph distance from its own"""
+    total_timesteps: int = 10_000_000
+    """total env steps of the experiment"""
+    learning_rate: float = 3e-4
+    """the learning rate of the actors"""
+    critic_learning_rate: float = 3e-4
+    """the learning rate of the critics"""
+    num_envs: int = 4
+    """the number of parallel envs (one subprocess worker each)"""
+    num_steps: int = 1000
+    """the number of steps per env per rollout"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda of GAE and PreOPC"""
+    num_minibatches: int = 1
+    """the number of minibatches per pass"""
+    update_epochs: int = 5
+    """the number of epochs of each agent's two-stage update"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient eps (before adaptive clipping) and the value clip"""
+    clip_c: float = 0.5
+    """c of the adaptive clip C(eps, k) = eps*c + eps*(1-c)*k/n"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy bonus"""
+    max_grad_norm: float = 10.0
+    """the maximum norm for the gradient clipping"""
+    huber_delta: float = 10.0
+    """delta of the Huber value loss"""
+    hidden_dim: int = 64
+    """width of the hidden layers"""
+    obs_norm_clip: float = 10.0
+    """normalised observations and states are clipped to +- this"""
+    eval_interval: int = 100_000
+    """env steps between evaluations"""
+    eval_episodes: int = 5
+    """episodes per evaluation (deterministic mean actions)"""
+    save_model: bool = False
+    """save checkpoint.pt in the run folder at every evaluation and at the end"""
+    resume: Optional[str] = None
+    """path to a checkpoint.pt to resume from"""
+
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+# Per-task presets (official A2PO MA-MuJoCo settings), applied only to flags not given on the command line.
+TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
+BUILTIN_CONFS = {"Ant": ["2x4", "4x2"], "HalfCheetah": ["2x3", "6x1"], "Walker2d": ["2x3"], "Hopper": ["3x1"],
+                 "Humanoid": ["9|8"], "HumanoidStandup": ["9|8"], "Swimmer": ["2x1"]}
+# Partitions gymnasium-robotics does not ship: joint labels per agent ("per_joint": one agent per joint).
+CUSTOM_PARTITIONS = {
+    ("Ant", "8x1"): "per_joint",
+    ("HalfCheetah", "3x2"): [("bfoot", "bshin"), ("bthigh", "ffoot"), ("fshin", "fthigh")],
+    ("Walker2d", "3x2"): [("foot_joint", "leg_joint"), ("thigh_joint", "thigh_left_joint"),
+                          ("leg_left_joint", "foot_left_joint")],
+    ("Walker2d", "6x1"): "per_joint",
+    ("Humanoid", "17x1"): "per_joint",
+    ("HumanoidStandup", "17x1"): "per_joint",
+}
+
+
+def valid_confs(scenario):
+    return BUILTIN_CONFS.get(scenario, []) + [c for s, c in CUSTOM_PARTITIONS if s == scenario]
+
+
+def check_task(scenario, agent_conf):
+    """Clean error (SystemExit) for an unknown scenario or an impossible partition."""
+    tasks = "; ".join(f"{s} {'/'.join(sorted(valid_confs(s)))}" for s in BUILTIN_CONFS)
+    if scenario not in BUILTIN_CONFS:
+        raise SystemExit(f"error: unknown MA-MuJoCo scenario '{scenario}'. Valid tasks: {tasks}.")
+    if agent_conf not in valid_confs(scenario):
+        raise SystemExit(f"error: {scenario} has no partition '{agent_conf}'. "
+                         f"Valid partitions of {scenario}: {', '.join(sorted(valid_confs(scenario)))}.")
+
+
+def make_env(scenario, agent_conf, agent_obsk, render_mode=None, **kwargs):
+    """A MaMuJoCo parallel env; custom partitions are built from get_parts_and_edges(scenario, None)."""
+    factorization = None
+    if (scenario, agent_conf) in CUSTOM_PARTITIONS:
+        parts, edges, global_nodes = get_parts_and_edges(scenario, None)
+        joints = {node.label: node for node in parts[0]}
+        groups = CUSTOM_PARTITIONS[(scenario, agent_conf)]
+        groups = [(label,) for label in joints] if groups == "per_joint" else groups
+        factorization = {"partition": [tuple(joints[label] for label in g) for g in groups],
+                         "edges": edges, "globals": global_nodes}
+    return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, agent_factorization=factorization,
+                                    render_mode=render_mode, **kwargs)
+
+
+def flat_obs(env, obs):
+    return np.concatenate([obs[a] for a in env.possible_agents]).astype(np.float32)
+
+
+def env_worker(remote, env_kwargs, seed):
+    """Holds one env; a finished episode resets here, sending the global state from before the reset."""
+    torch.set_num_threads(1)
+    env = make_env(**env_kwargs)
+    agents = env.possible_agents
+    splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
+    obs, _ = env.reset(seed=seed)
+    ep_return, ep_length = 0.0, 0
+    while True:
+        cmd, data = remote.recv()
+        if cmd == "step":
+            obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(data, splits))))
+            reward, term, trunc = rewards[agents[0]], terms[agents[0]], truncs[agents[0]]
+            ep_return, ep_length = ep_return + reward, ep_length + 1
+            final_state, episode = None, None
+            if term or trunc:
+                final_state = env.state().astype(np.float32) if (trunc and not term) else None
+                episode, ep_return, ep_length = (ep_return, ep_length), 0.0, 0
+                obs, _ = env.reset()
+            remote.send((flat_obs(env, obs), env.state().astype(np.float32), reward, term, trunc and not term,
+                         final_state, episode))
+        elif cmd == "reset":
+            remote.send((flat_obs(env, obs), env.state().astype(np.float32)))
+        elif cmd == "close":
+            remote.close()
+            break
+
+
+class SubprocVecEnv:
+    """num_envs MaMuJoCo envs, one per subprocess worker, stepped in lockstep."""
+
+    def __init__(self, num_envs, seed, env_kwargs):
+        ctx = mp.get_context("fork")
+        self.remotes, self.processes = [], []
+        for e in range(num_envs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed + e), daemon=True)
+            proc.start()
+            child.close()
+            self.remotes.append(parent)
+            self.processes.append(proc)
+
+    def reset(self):
+        for remote in self.remotes:
+            remote.send(("reset", None))
+        obs, states = zip(*[remote.recv() for remote in self.remotes])
+        return np.stack(obs), np.stack(states)
+
+    def step(self, actions):
+        for remote, action in zip(self.remotes, actions):
+            remote.send(("step", action))
+        obs, states, rewards, terms, truncs, final_states, episodes = zip(*[remote.recv() for remote in self.remotes])
+        return (np.stack(obs), np.stack(states), np.array(rewards, dtype=np.float32), np.array(terms),
+                np.array(truncs), final_states, episodes)
+
+    def close(self):
+        for remote in self.remotes:
+            remote.send(("close", None))
+        for proc in self.processes:
+            proc.join(timeout=5)
+
+
+class RunningMeanStd:
+    """Running mean/var (parallel update) of a feature vector; normalise and clip to +-clip."""
+
+    def __init__(self, dim, clip):
+        self.mean, self.var, self.count, self.clip = np.zeros(dim), np.ones(dim), 1e-4, clip
+
+    def update(self, x):
+        batch_mean, batch_var, n = x.mean(0), x.var(0), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x):
+        return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self):
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, d):
+        self.mean, self.var, self.count = d["mean"], d["var"], d["count"]
+
+
+def layer_init(layer, gain):
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp_body(in_dim, hidden_dim):
+    """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks (ALGORITHMS.md item 6)."""
+    return nn.Sequential(
+        nn.LayerNorm(in_dim),
+        layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)), nn.ReLU(), nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(hidden_dim, hidden_dim), np.sqrt(2)), nn.ReLU(), nn.LayerNorm(hidden_dim),
+    )
+
+
+class Actor(nn.Module):
+    """Gaussian policy with a state-independent log-std (init -0.5)."""
+
+    def __init__(self, obs_dim, act_dim, hidden_dim):
+        super().__init__()
+        self.mean = nn.Sequential(mlp_body(obs_dim, hidden_dim), layer_init(nn.Linear(hidden_dim, act_dim), 0.01))
+        self.log_std = nn.Parameter(torch.full((act_dim,), -0.5))
+
+    def dist(self, obs):
+        mean = self.mean(obs)
+        return Normal(mean, self.log_std.exp().expand_as(mean))
+
+
+class RolloutActors:
+    """A frozen snapshot of all actors, run as one batched (bmm) forward per rollout step.
+
+    Calling n small MLPs one by one costs ~0.13 ms each per step (2.2 ms for Humanoid 17x1), more than the
+    envs. Inputs and heads are zero-padded to the largest agent; the input LayerNorm uses each agent's true
+    width, and zero weight rows/columns keep the padding out, so the means equal actor.mean(obs_i) exactly.
+    """
+
+    def __init__(self, actors, obs_slices, act_slices, obs_width, device):
+        n, d_max, a_max = len(actors), max(s.stop - s.start for s in obs_slices), max(s.stop - s.start for s in act_slices)
+        self.gather = torch.full((n, d_max), obs_width, dtype=torch.long)  # index obs_width = an appended zero
+        self.act_index = torch.cat([torch.arange(s.stop - s.start) + i * a_max for i, s in enumerate(act_slices)])
+        pad = lambda x, size: torch.cat([x, x.new_zeros(size - x.shape[0], *x.shape[1:])])  # noqa: E731
+        p = {k: [] for k in ("w0", "b0", "w1", "b1", "g1", "c1", "w2", "b2", "g2", "c2", "w3", "b3", "log_std")}
+        for i, (actor, s) in enumerate(zip(actors, obs_slices)):
+            d, a = s.stop - s.start, act_slices[i].stop - act_slices[i].start
+            self.gather[i, :d] = torch.arange(s.start, s.stop)
+            ln0, lin1, _, ln1, lin2, _, ln2 = actor.mean[0]
+            head = actor.mean[1]
+            p["w0"].append(pad(ln0.weight, d_max)), p["b0"].append(pad(ln0.bias, d_max))
+            p["w1"].append(pad(lin1.weight.T, d_max)), p["b1"].append(lin1.bias)
+            p["g1"].append(ln1.weight), p["c1"].append(ln1.bias), p["g2"].append(ln2.weight), p["c2"].append(ln2.bias)
+            p["w2"].append(lin2.weight.T), p["b2"].append(lin2.bias)
+            p["w3"].append(pad(head.weight, a_max).T), p["b3"].append(pad(head.bias, a_max))
+            p["log_std"].append(pad(actor.log_std, a_max))
+        self.p = {k: torch.stack(v).detach().to(device) for k, v in p.items()}
+        self.p["width"] = torch.tensor([s.stop - s.start for s in obs_slices], dtype=torch.float32, device=device)[:, None, None]
+        self.gather, self.act_index = self.gather.to(device), self.act_index.to(device)
+        self.std = self.p["log_std"].exp().reshape(-1)[self.act_index]
+        self.eps = actors[0].mean[0][0].eps
+
+    def __call__(self, obs):
+        """obs (E, sum d_i) normalised -> mean actions (E, sum a_i) in the flat action layout."""
+        p, E = self.p, obs.shape[0]
+        x = torch.cat([obs, obs.new_zeros(E, 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d_max)
+        mask = (self.gather < obs.shape[1]).unsqueeze(1)
+        mean = x.sum(-1, keepdim=True) / p["width"]
+        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / p["width"]
+        x = (x - mean) / (var + self.eps).sqrt() * p["w0"].unsqueeze(1) + p["b0"].unsqueeze(1)
+        h = torch.relu(torch.baddbmm(p["b1"].unsqueeze(1), x, p["w1"]))
+        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * p["g1"].unsqueeze(1) + p["c1"].unsqueeze(1)
+        h = torch.relu(torch.baddbmm(p["b2"].unsqueeze(1), h, p["w2"]))
+        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * p["g2"].unsqueeze(1) + p["c2"].unsqueeze(1)
+        out = torch.baddbmm(p["b3"].unsqueeze(1), h, p["w3"])  # (n, E, a_max)
+        return out.transpose(0, 1).reshape(E, -1)[:, self.act_index]
+
+
+class Critic(nn.Module):
+    """V_i(global state, one-hot i), in agent i's ValueNorm space."""
+
+    def __init__(self, state_dim, hidden_dim):
+        super().__init__()
+        self.net = nn.Sequential(mlp_body(state_dim, hidden_dim), layer_init(nn.Linear(hidden_dim, 1), 1.0))
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+def critic_input(states, agent, num_agents):
+    onehot = torch.zeros(*states.shape[:-1], num_agents, device=states.device)
+    onehot[..., agent] = 1.0
+    return torch.cat([states, onehot], -1)
+
+
+def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma):
+    """Per-agent rewards (T, E, n) and continues (T, E) with time-limit truncations bootstrapped.
+
+    At a truncation (not a termination) r_t += gamma * V_i(final state); continues_t = 0 at every episode end,
+    so compute_gae / compute_preopc bootstrap from the final state and cut the trace there.
+    """
+    rewards = rewards.unsqueeze(-1) + gamma * truncations.unsqueeze(-1).float() * final_values
+    continues = 1.0 - (terminations | truncations).float()
+    return rewards, continues
+
+
+def evaluate(env, actors, obs_rms, obs_slices, low, high, episodes, seed, device, frames=None):
+    """Mean-action episodes on a separately seeded env; frames (a list) collects the first episode's renders."""
+    returns, splits = [], np.cumsum([actor.log_std.numel() for actor in actors])[:-1]
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            if frames is not None and episode == 0:
+                frames.append(env.render())
+            x = torch.from_numpy(obs_rms.normalize(flat_obs(env, obs))).to(device)
+            with torch.no_grad():
+                mean = torch.cat([actor.mean(x[s]) for actor, s in zip(actors, obs_slices)]).cpu().numpy()
+            actions = np.split(np.clip(mean, low, high), splits)
+            obs, rewards, terms, truncs, _ = env.step(dict(zip(env.possible_agents, actions)))
+            total += rewards[env.possible_agents[0]]
+            done = terms[env.possible_agents[0]] or truncs[env.possible_agents[0]]
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def fast_offscreen_renderer(env):
+    """Software GL renders ~10x faster without shadows, reflections and skybox."""
+    viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        viewer.scn.flags[flag] = 0
+
+
+def pick_gl_backend():
+    """MUJOCO_GL if set, else the first of egl, osmesa that can render offscreen (probed in a subprocess)."""
+    if os.environ.get("MUJOCO_GL"):
+        return os.environ["MUJOCO_GL"]
+    probe = "import mujoco; r = mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8); r.render()"
+    for backend in ("egl", "osmesa"):
+        env = dict(os.environ, MUJOCO_GL=backend)
+        if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
+            return backend
+    raise SystemExit("error: --capture-video found no offscreen OpenGL (tried MUJOCO_GL=egl and osmesa). "
+                     "Install one: apt-get install -y libegl1 libegl-mesa0 (or libosmesa6).")
+
+
+# ---------------------------------------------------------------------------------------------
+# TRY NOT TO MODIFY: machinery shared by every script (ALGORITHMS.md, "Machinery").
+# ---------------------------------------------------------------------------------------------
+class ValueNorm(nn.Module):
+    """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
+
+    def __init__(self, shape=(), beta=0.99999, var_floor=1e-2):
+        super().__init__()
+        self.beta, self.var_floor = beta, var_floor
+        self.register_buffer("running_mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("running_mean_sq", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("debiasing_term", torch.zeros((), dtype=torch.float64))
+
+    def mean_var(self):
+        debias = self.debiasing_term.clamp(min=1e-5)
+        mean = self.running_mean / debias
+        var = (self.running_mean_sq / debias - mean**2).clamp(min=self.var_floor)
+        return mean.float(), var.float()
+
+    @torch.no_grad()
+    def update(self, x):
+        x = x.detach().double().reshape(-1, *self.running_mean.shape)
+        self.running_mean.mul_(self.beta).add_(x.mean(0) * (1 - self.beta))
+        self.running_mean_sq.mul_(self.beta).add_((x**2).mean(0) * (1 - self.beta))
+        self.debiasing_term.mul_(self.beta).add_(1 - self.beta)
+
+    def normalize(self, x):
+        mean, var = self.mean_var()
+        return (x - mean) / var.sqrt()
+
+    def denormalize(self, x):
+        mean, var = self.mean_var()
+        return x * var.sqrt() + mean
+
+
+def huber(x, delta):
+    """Huber loss on both tails: x^2/2 inside |x| <= delta, delta*(|x| - delta/2) outside."""
+    a = x.abs()
+    return torch.where(a <= delta, 0.5 * x**2, delta * (a - 0.5 * delta))
+
+
+def value_loss_fn(new_values, old_values, returns_norm, clip_coef, huber_delta):
+    """max(Huber(V - R), Huber(V_clip - R)), V_clip = V_old + clamp(V - V_old, -eps, eps); plain mean."""
+    clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
+    return torch.max(huber(new_values - returns_norm, huber_delta), huber(clipped - returns_norm, huber_delta)).mean()
+
+
+def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
+    """GAE(lambda). rewards, continues: (T, E) or (T, E, n); values: (T, E, n); bootstrap_value: (E, n).
+
+    delta_t = r_t + gamma * continues_t * V(t+1) - V(t);  A_t = delta_t + gamma * lambda * continues_t * A_{t+1}.
+    Values are denormalised. A time-limit truncation at t is passed as continues_t = 0 with
+    gamma * V(final obs) already added to r_t, which bootstraps and cuts the trace at once.
+    """
+    ones = torch.ones_like(values)
+    return compute_preopc(rewards, values, bootstrap_value, continues, ones, gamma, gae_lambda)
+def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
+    """Preceding-agent off-policy correction (PreOPC); shapes as compute_gae, ratios (T, E, n).
+
+    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio of the
+    preceding agents (current / behaviour). rho_t never enters A_t; with rho == 1 this is GAE(lambda).
+    """
+    if rewards.dim() == 2:
+        rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
+    rewards, continues = rewards.expand_as(values), continues.expand_as(values)
+    trace = gae_lambda * ratios.clamp(max=1.0)
+    advantages = torch.zeros_like(values)
+    next_value, next_adv, next_trace = bootstrap_value, torch.zeros_like(bootstrap_value), torch.ones_like(bootstrap_value)
+    for t in reversed(range(values.shape[0])):
+        delta = rewards[t] + gamma * continues[t] * next_value - values[t]
+        next_adv = delta + gamma * next_trace * continues[t] * next_adv
+        advantages[t] = next_adv
+        next_value, next_trace = values[t], trace[t]
+    return advantages
+
+
+def adaptive_clip(clip_coef, position, num_agents, clip_c):
+    """C(eps, k) = eps * c + eps * (1 - c) * k / n, k the 1-based position in the update order."""
+    return clip_coef * clip_c + clip_coef * (1.0 - clip_c) * position / num_agents
+
+
+def semi_greedy_pick(position, scores, remaining, generator):
+    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
+    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
+    if (position + 1) % 2 == 0:
+        return max(remaining, key=lambda i: float(scores[i]))
+    return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
+
+
+def semi_greedy_order(scores, generator):
+    """A permutation of range(n) by the semi-greedy rule; scores[i] = mean |A_i| over alive samples."""
+    remaining, order = list(range(len(scores))), []
+    for position in range(len(scores)):
+        agent = semi_greedy_pick(position, scores, remaining, generator)
+        order.append(agent)
+        remaining.remove(agent)
+    return order
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+    for key, value in TASK_PRESETS.get(args.scenario, {}).items():
+        if key not in given:
+            setattr(args, key, value)
+    check_task(args.scenario, args.agent_conf)
+    args.batch_size = args.num_envs * args.num_steps
+    if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
+        raise SystemExit(f"error: batch_size {args.batch_size} (num_envs * num_steps) is not divisible by "
+                         f"num_minibatches {args.num_minibatches}. Pick num_minibatches dividing it.")
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations < 1:
+        raise SystemExit(f"error: total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
+                         "Raise --total-timesteps or lower --num-envs/--num-steps.")
+    if args.agent_obsk < 0:
+        raise SystemExit("error: --agent-obsk must be >= 0.")
+    if args.resume and not os.path.isfile(args.resume):
+        raise SystemExit(f"error: checkpoint {args.resume} not found. Pass the path of a checkpoint.pt.")
+    if args.capture_video:
+        try:
+            import imageio.v2 as imageio
+            import imageio_ffmpeg  # noqa: F401  (the mp4 writer imageio needs)
+        except ImportError:
+            raise SystemExit("error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg")
+        os.environ["MUJOCO_GL"] = pick_gl_backend()
+    task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
+    checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    if checkpoint is not None:
+        if (checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]) != (args.scenario, args.agent_conf):
+            raise SystemExit(f"error: the checkpoint is for {checkpoint['args']['scenario']} "
+                             f"{checkpoint['args']['agent_conf']}. Pass the same --scenario and --agent-conf.")
+        run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
+    else:
+        run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = f"{args.runs_dir}/{run_name}"
+
+    # TRY NOT TO MODIFY: seeding, logging
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    # 64-wide MLPs gain nothing from intra-op threads; beside the env workers on 2 cores, 2 threads made one
+    # actor+critic step on 4000 samples 25x slower (535 ms vs 21 ms measured).
+    torch.set_num_threads(1)
+    env_kwargs = dict(scenario=args.scenario, agent_conf=args.agent_conf, agent_obsk=args.agent_obsk)
+    eval_env = make_env(**env_kwargs, render_mode="rgb_array" if args.capture_video else None,
+                        **({"width": 320, "height": 240} if args.capture_video else {}))
+    agents = eval_env.possible_agents
+    n = len(agents)
+    obs_dims = [eval_env.observation_spaces[a].shape[0] for a in agents]
+    act_dims = [eval_env.action_spaces[a].shape[0] for a in agents]
+    obs_offsets, act_offsets = np.cumsum([0] + obs_dims), np.cumsum([0] + act_dims)
+    obs_slices = [slice(obs_offsets[i], obs_offsets[i + 1]) for i in range(n)]
+    act_slices = [slice(act_offsets[i], act_offsets[i + 1]) for i in range(n)]
+    low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
+    high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
+    state_dim = eval_env.state().shape[0]
+    envs = SubprocVecEnv(args.num_envs, args.seed + (checkpoint["iteration"] * args.num_envs if checkpoint else 0),
+                         env_kwargs)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    # ALGO LOGIC: one actor, one critic, one ValueNorm and two optimisers per agent
+    actors = [Actor(obs_dims[i], act_dims[i], args.hidden_dim).to(device) for i in range(n)]
+    critics = [Critic(state_dim + n, args.hidden_dim).to(device) for i in range(n)]
+    value_norms = [ValueNorm().to(device) for _ in range(n)]
+    actor_optims = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
+    critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
+    obs_rms, state_rms = RunningMeanStd(obs_offsets[-1], args.obs_norm_clip), RunningMeanStd(state_dim, args.obs_norm_clip)
+    order_gen = torch.Generator().manual_seed(args.seed)
+    global_step, start_iteration, totals = 0, 1, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
+    if checkpoint is not None:
+        for modules, key in ((actors, "actors"), (critics, "critics"), (value_norms, "value_norms"),
+                             (actor_optims, "actor_optims"), (critic_optims, "critic_optims")):
+            for module, state in zip(modules, checkpoint[key]):
+                module.load_state_dict(state)
+        obs_rms.load_state_dict(checkpoint["obs_rms"])
+        state_rms.load_state_dict(checkpoint["state_rms"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        random.setstate(checkpoint["rng"]["python"])
+        order_gen.set_state(checkpoint["rng"]["order"])
+        global_step, start_iteration, totals = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["totals"]
+        print(f"resumed from {args.resume} at global_step {global_step}")
+
+    def save_checkpoint(iteration):
+        state = {
+            "actors": [a.state_dict() for a in actors], "critics": [c.state_dict() for c in critics],
+            "value_norms": [v.state_dict() for v in value_norms],
+            "actor_optims": [o.state_dict() for o in actor_optims], "critic_optims": [o.state_dict() for o in critic_optims],
+            "obs_rms": obs_rms.state_dict(), "state_rms": state_rms.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "order": order_gen.get_state()},
+            "global_step": global_step, "iteration": iteration, "run_name": run_name, "totals": totals, "args": vars(args),
+        }
+        torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
+        os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
+
+    def run_evaluation():
+        frames = [] if args.capture_video else None
+        if frames is not None:
+            eval_env.reset(seed=args.seed + 10_000)
+            fast_offscreen_renderer(eval_env)
+        result = evaluate(eval_env, actors, obs_rms, obs_slices, low, high, args.eval_episodes, args.seed + 10_000,
+                          device, frames)
+        writer.add_scalar("eval/episodic_return", result, global_step)
+        if frames:
+            os.makedirs(f"{run_dir}/videos", exist_ok=True)
+            fps = eval_env.single_agent_env.metadata.get("render_fps", 30)
+            imageio.mimsave(f"{run_dir}/videos/eval_{global_step}.mp4", frames, fps=fps, macro_block_size=1)
+        return result
+
+    last_eval = run_evaluation() if checkpoint is None else float("nan")
+    next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
+    T, E, B = args.num_steps, args.num_envs, args.batch_size
+    obs_buf = torch.zeros((T, E, obs_offsets[-1]), device=device)
+    state_buf = torch.zeros((T + 1, E, state_dim), device=device)
+    action_buf = torch.zeros((T, E, act_offsets[-1]), device=device)
+    reward_buf, term_buf, trunc_buf = torch.zeros((T, E)), torch.zeros((T, E), dtype=torch.bool), torch.zeros((T, E), dtype=torch.bool)
+    next_obs_raw, next_state_raw = envs.reset()
+    obs_rms.update(next_obs_raw)
+    state_rms.update(next_state_raw)
+    start_time = time.time() - totals["wall_time_s"]
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        iter_start = time.time()
+        final_states, episode_returns = [], []
+        policy = RolloutActors(actors, obs_slices, act_slices, obs_offsets[-1], device)
+        for step in range(T):
+            global_step += E
+            obs_norm = torch.from_numpy(obs_rms.normalize(next_obs_raw)).to(device)
+            obs_buf[step] = obs_norm
+            state_buf[step] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
+            with torch.no_grad():
+                mean = policy(obs_norm)
+                action = mean + policy.std * torch.randn_like(mean)
+            action_buf[step] = action
+            next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = envs.step(
+                np.clip(action.cpu().numpy(), low, high))
+            reward_buf[step], term_buf[step], trunc_buf[step] = torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc)
+            final_states += [(step, e, state_rms.normalize(f)) for e, f in enumerate(finals) if f is not None]
+            obs_rms.update(next_obs_raw)
+            state_rms.update(next_state_raw)
+            for episode in episodes:
+                if episode is not None:
+                    episode_returns.append(episode[0])
+                    writer.add_scalar("charts/episodic_return", episode[0], global_step)
+                    writer.add_scalar("charts/episodic_length", episode[1], global_step)
+        state_buf[T] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
+
+        # ALGO LOGIC: behaviour log-probs and values in one batch (nets are fixed during the rollout)
+        with torch.no_grad():
+            b_obs, b_actions = obs_buf.reshape(B, -1), action_buf.reshape(B, -1)
+            logprobs = torch.stack([actors[i].dist(b_obs[:, obs_slices[i]]).log_prob(b_actions[:, act_slices[i]]).sum(-1)
+                                    for i in range(n)], -1)  # (B, n)
+            values_norm = torch.stack([critics[i](critic_input(state_buf, i, n)) for i in range(n)], -1)  # (T+1, E, n)
+            values_bar = torch.stack([value_norms[i].denormalize(values_norm[..., i]) for i in range(n)], -1)
+            final_values = torch.zeros((T, E, n), device=device)
+            if final_states:
+                idx_t, idx_e = [f[0] for f in final_states], [f[1] for f in final_states]
+                finals = torch.from_numpy(np.stack([f[2] for f in final_states])).to(device)
+                final_values[idx_t, idx_e] = torch.stack(
+                    [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1)
+            rewards, continues = bootstrap_truncation(reward_buf.to(device), term_buf.to(device),
+                                                      trunc_buf.to(device), final_values, args.gamma)
+            continues = continues.unsqueeze(-1)  # rewards are per agent, so continues broadcast over agents
+            gae = compute_gae(rewards, values_bar[:T], values_bar[T], continues, args.gamma, args.gae_lambda)
+        sampling_time = time.time() - iter_start
+
+        # ALGO LOGIC: agent-by-agent update in semi-greedy order
+        update_start = time.time()
+        rho = torch.ones(B, device=device)  # joint ratio of the agents updated so far (no grad)
+        remaining, order, stats = list(range(n)), [], []
+        b_states = state_buf[:T].reshape(B, -1)
+        for k in range(n):
+            with torch.no_grad():
+                rest = torch.tensor(remaining, device=device)
+                preopc = torch.zeros_like(gae)
+                preopc[..., rest] = compute_preopc(rewards[..., rest], values_bar[:T][..., rest], values_bar[T][:, rest],
+                                                   continues, rho.reshape(T, E, 1).expand(T, E, len(remaining)),
+                                                   args.gamma, args.gae_lambda)
+                scores = preopc.abs().mean((0, 1))
+            agent = semi_greedy_pick(k, scores, remaining, order_gen)
+            order.append(agent)
+            remaining.remove(agent)
+            eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
+            writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps, global_step)
+            actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
+            adv = preopc[..., agent].reshape(B)
+            returns = adv + values_bar[:T, :, agent].reshape(B)
+            adv_norm = (adv - adv.mean()) / (adv.std() + 1e-5)
+            obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
+            old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
+            crit_in = critic_input(b_states, agent, n)
+            g = rho.clamp(1 - eps / 2, 1 + eps / 2)  # g_i = clip(prod_{j in e} r_j, 1 +- eps_i/2)
+            for epoch in range(args.update_epochs):
+                perm = torch.randperm(B, device=device)
+                for stage in ("critic", "actor_critic"):  # two-stage: critic-only pass, then actor + critic
+                    for start in range(0, B, args.minibatch_size):
+                        mb = perm[start : start + args.minibatch_size]
+                        if stage == "actor_critic":
+                            dist = actor.dist(obs_i[mb])
+                            logratio = dist.log_prob(act_i[mb]).sum(-1) - old_logprob[mb]
+                            ratio = logratio.exp()
+                            l_i = ratio * g[mb]
+                            surrogate = torch.min(l_i * adv_norm[mb], l_i.clamp(1 - eps, 1 + eps) * adv_norm[mb])
+                            entropy = dist.entropy().sum(-1).mean()
+                            pg_loss = -surrogate.mean()
+                            actor_optims[agent].zero_grad()
+                            (pg_loss - args.ent_coef * entropy).backward()
+                            nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                            actor_optims[agent].step()
+                        value_norm.update(returns[mb])
+                        v_loss = value_loss_fn(critic(crit_in[mb]), old_values[mb], value_norm.normalize(returns[mb]),
+                                               args.clip_coef, args.huber_delta)
+                        critic_optims[agent].zero_grad()
+                        v_loss.backward()
+                        nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                        critic_optims[agent].step()
+            with torch.no_grad():
+                new_ratio = (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).exp()
+                returns_var = returns.var()
+                stats.append({
+                    "policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+                    "approx_kl": ((ratio - 1) - logratio).mean().item(),
+                    "clipfrac": ((l_i - 1.0).abs() > eps).float().mean().item(),
+                    "explained_variance": (1 - (returns - values_bar[:T, :, agent].reshape(B)).var() / returns_var).item()
+                    if returns_var > 0 else float("nan"),
+                    "trace_ratio_mean": rho.clamp(max=1.0).mean().item(),
+                    "preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean().item(),
+                })
+                rho = rho * new_ratio
+        updating_time = time.time() - update_start
+
+        # TRY NOT TO MODIFY: record rewards and losses for plotting purposes
+        totals["sampling_s"] += sampling_time
+        totals["updating_s"] += updating_time
+        totals["wall_time_s"] = time.time() - start_time
+        sps = int(B / (sampling_time + updating_time))
+        for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"):
+            writer.add_scalar(f"losses/{key}", float(np.mean([s[key] for s in stats])), global_step)
+        writer.add_scalar("a2po/order_first", order[0], global_step)
+        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean([s["trace_ratio_mean"] for s in stats])), global_step)
+        writer.add_scalar("a2po/preopc_gap", float(np.mean([s["preopc_gap"] for s in stats])), global_step)
+        writer.add_scalar("charts/learning_rate", actor_optims[0].param_groups[0]["lr"], global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("time/sampling_s", sampling_time, global_step)
+        writer.add_scalar("time/updating_s", updating_time, global_step)
+        if global_step >= next_eval or iteration == args.num_iterations:
+            last_eval = run_evaluation()
+            next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
+            if args.save_model:
+                save_checkpoint(iteration)
+        train_return = f"{np.mean(episode_returns):.1f}" if episode_returns else "n/a"
+        print(f"iteration={iteration}/{args.num_iterations} global_step={global_step} SPS={sps} "
+              f"return={train_return} eval_return={last_eval:.1f} order={order} "
+              f"sampling={sampling_time:.2f}s updating={updating_time:.2f}s", flush=True)
+
+    totals["wall_time_s"] = time.time() - start_time
+    summary = {"task": task, "algo": "a2po", "seed": args.seed, "global_step": global_step, **totals,
+               "final_eval": {"episodic_return": last_eval}, "args": vars(args)}
+    with open(f"{run_dir}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    envs.close()
+    eval_env.close()
+    writer.close()
