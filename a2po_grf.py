@@ -1,0 +1,711 @@
+# A2PO (Agent-by-agent Policy Optimization) on Google Research Football: README section "A2PO on GRF".
+"""A2PO with separate parameters on Google Research Football (gfootball), one actor and one critic per agent.
+
+Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the
+agents already updated (PreOPC), its surrogate sees their joint ratio clipped to 1 +- eps_i/2, and its clip
+eps_i grows with its position in the order (Wang et al., ICLR 2023 "Order Matters: Agent-by-agent Policy
+Optimization"). Besides win rate and return it logs the talk's 5-vs-5 behaviour table (goals, lost, passes,
+pass rate, assists) for every finished game.
+
+Run: `bash install_gfootball.sh && python a2po_grf.py --env-name academy_3_vs_1_with_keeper --seed 1`
+
+Implementation details
+1. Env: gfootball's FootballEnv built directly (no gym wrappers: gfootball's wrappers break under gym 0.26,
+   and the raw observation is needed anyway), observations converted with gfootball's own
+   Simple115StateWrapper.convert_observation (simple115v2, fixed positions); the "checkpoints" reward is
+   re-implemented in `checkpoint_reward` (same rule as gfootball's CheckpointRewardWrapper; a test compares
+   the two). One game per subprocess worker (multiprocessing Pipe), stepped in lockstep.
+2. Agents are the `--num-agents` controlled left players (default: all field players; the 5_vs_5 keeper is
+   not controllable). gfootball assigns which player each agent slot drives; actor i sees simple115v2 of its
+   slot plus a one-hot id, critic i sees all slots' simple115v2 concatenated plus the one-hot id.
+3. Team reward = MEAN over agents of the per-agent gfootball rewards (scoring, plus checkpoints of the slot
+   that carries the ball). The mean keeps one goal worth +1 (+ the rest of the checkpoints) whatever the
+   number of agents, so returns compare across scenarios; a sum only rescales it by n.
+4. A game ending at the time limit (steps_left == 0 without a goal in that step) is a truncation, not a
+   terminal: gamma * V_i(final obs) of agent i's critic at rollout time is added to that step's reward and
+   continues = 0 (compute_gae's convention). Full games (3000 steps) are treated the same way: simple115v2
+   has no clock, so the end of the match is not visible to the critic.
+5. All 19 actions are always available and every player is always "alive", so masks are all ones and the
+   masked means of ALGORITHMS.md are plain means.
+6. A2PO per iteration (separate parameters): for k = 0..n-1, rho = product of the updated agents' ratios
+   (1 when none); PreOPC for every remaining agent; agent i = semi_greedy_pick(k, mean |A|); eps_i =
+   adaptive_clip(eps, k+1, n, c); update_epochs epochs of [critic-only pass, actor+critic pass] over the
+   minibatches; l_i = r_i * clamp(rho, 1 +- eps_i/2). A remaining agent's critic has not moved since the
+   rollout, so the rollout values are "the critic as it is" for its PreOPC.
+7. Advantages of agent i are normalised over agent i's own samples (only they enter its loss); critic i
+   regresses onto agent i's PreOPC returns with its own ValueNorm.
+8. Behaviour metrics come from the raw observation of each step (BehaviourTracker, definitions there);
+   they are logged per finished game (charts/*) and as means over the greedy evaluation games (eval/*).
+9. Presets (official A2PO GRF settings, REFERENCE.md) are applied only to flags not given on the command
+   line. Academy epochs are not stated there; 10 as for 5_vs_5.
+10. --capture-video uses gfootball's own episode dumps on the first evaluation env: without a display
+    the engine cannot render, so gfootball draws its 2-D minimap video (opencv) into runs/<run>/videos.
+11. A checkpoint restarts the games from scratch on resume (env state is not saved); the workers are
+    re-seeded from the resumed iteration so the resumed run does not replay the first games.
+"""
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when available"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "cooperative-trust-region"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """write gfootball's videos of the evaluation games of the first eval env to runs/<run>/videos"""
+    runs_dir: str = "runs"
+    """the folder holding the run folders"""
+
+    env_name: str = "academy_3_vs_1_with_keeper"
+    """the gfootball scenario"""
+    num_agents: int = 0
+    """number of controlled left players (0: the scenario's default)"""
+    rewards: str = "scoring,checkpoints"
+    """gfootball rewards: 'scoring' or 'scoring,checkpoints'"""
+    total_timesteps: int = 10_000_000
+    """total env steps of the experiment"""
+    learning_rate: float = 5e-4
+    """the learning rate of the actors"""
+    critic_learning_rate: float = 5e-4
+    """the learning rate of the critics"""
+    num_envs: int = 8
+    """the number of parallel games (one subprocess each)"""
+    num_steps: int = 256
+    """the number of steps per game per rollout"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda of GAE / PreOPC"""
+    num_minibatches: int = 2
+    """the number of minibatches per pass"""
+    update_epochs: int = 10
+    """the epochs of the two-stage update of each agent"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient eps (also the value clip)"""
+    clip_c: float = 0.5
+    """c of the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    max_grad_norm: float = 10.0
+    """the maximum norm for the gradient clipping"""
+    huber_delta: float = 10.0
+    """delta of the Huber value loss"""
+    hidden_dim: int = 128
+    """width of the hidden layers"""
+    eval_interval: int = 200_000
+    """env steps between greedy evaluations"""
+    eval_episodes: int = 32
+    """games per evaluation (0: no evaluation)"""
+    save_model: bool = False
+    """write runs/<run>/checkpoint.pt at every evaluation and at the end"""
+    resume: Optional[str] = None
+    """path to a checkpoint.pt to continue from"""
+
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+# scenario -> (default number of agents, controllable left players)
+SCENARIOS = {
+    "academy_3_vs_1_with_keeper": (3, 4),
+    "academy_counterattack_easy": (4, 11),
+    "academy_counterattack_hard": (4, 11),
+    "academy_pass_and_shoot_with_keeper": (2, 3),
+    "academy_run_pass_and_shoot_with_keeper": (2, 3),
+    "academy_corner": (10, 11),
+    "5_vs_5": (4, 4),
+    "11_vs_11_easy_stochastic": (10, 11),
+    "11_vs_11_stochastic": (10, 11),
+    "11_vs_11_hard_stochastic": (10, 11),
+}
+# Official A2PO GRF settings (REFERENCE.md); applied only to the flags not given on the command line.
+PRESETS = {
+    "academy": dict(total_timesteps=10_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.2,
+                    ent_coef=0.01, gamma=0.99, gae_lambda=0.95, update_epochs=10),
+    "full_game": dict(total_timesteps=100_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.25,
+                      ent_coef=0.01, gamma=0.995, gae_lambda=0.95, update_epochs=10),
+}
+
+
+def checkpoint_reward(raw_obs, score_reward, collected, num_checkpoints=10, reward_per_checkpoint=0.1):
+    """gfootball's "checkpoints" reward: +0.1 per distance ring (d = 0.99 down to 0.19 from the opponent goal)
+    that agent i's player reaches while it holds the ball, each ring once per game; a goal pays the rings not
+    yet collected. `collected` (int array, one per agent) is updated in place."""
+    extra = np.zeros(len(raw_obs), dtype=np.float32)
+    for i, o in enumerate(raw_obs):
+        if score_reward[i] == 1:
+            extra[i] = reward_per_checkpoint * (num_checkpoints - collected[i])
+            collected[i] = num_checkpoints
+            continue
+        if o["ball_owned_team"] != 0 or o["ball_owned_player"] != o["active"]:
+            continue
+        d = ((o["ball"][0] - 1) ** 2 + o["ball"][1] ** 2) ** 0.5
+        while collected[i] < num_checkpoints and d <= 0.99 - 0.8 / (num_checkpoints - 1) * collected[i]:
+            extra[i] += reward_per_checkpoint
+            collected[i] += 1
+    return extra
+
+
+class BehaviourTracker:
+    """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations.
+
+    Owner = (ball_owned_team, ball_owned_player) on steps where ball_owned_team != -1; other steps are "free".
+    - completed pass: the owner changes from left player p to left player q != p.
+    - attempted pass: a completed pass, or an interception: the owner changes from left player p to a right
+      player who is not the goalkeeper, after >= 1 free step, with play running (game_mode 0) on those free
+      steps and on the step of the change. Not passes: a change with no free step (a tackle), the keeper
+      taking the ball (nearly always a saved shot), a stoppage in between (shot, clearance, ball out).
+    - pass_rate = completed / attempted (nan for a game without an attempt).
+    - goals / lost = increases of score[0] / score[1]; win = goals > lost over the game.
+    - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball
+      through a completed pass and nobody else owned it since.
+    """
+
+    def __init__(self, raw_obs=None):
+        self.reset(raw_obs)
+
+    def reset(self, raw_obs=None):
+        self.score = list(raw_obs["score"]) if raw_obs is not None else [0, 0]
+        self.owner, self.passer, self.free, self.stopped = None, None, False, False
+        self.counts = dict(goals=0, lost=0, passes_attempted=0, passes_completed=0, assists=0)
+
+    def step(self, o):
+        scored, conceded = o["score"][0] - self.score[0], o["score"][1] - self.score[1]
+        self.score = list(o["score"])
+        if scored > 0:
+            self.counts["goals"] += scored
+            self.counts["assists"] += int(self.owner is not None and self.owner[0] == 0 and self.passer is not None)
+        self.counts["lost"] += max(conceded, 0)
+        team, player = int(o["ball_owned_team"]), int(o["ball_owned_player"])
+        if team == -1:
+            self.free, self.stopped = True, self.stopped or o["game_mode"] != 0
+            return
+        if (team, player) != self.owner:
+            passer = None
+            if self.owner is not None and self.owner[0] == 0:
+                if team == 0:
+                    self.counts["passes_attempted"] += 1
+                    self.counts["passes_completed"] += 1
+                    passer = self.owner[1]
+                elif self.free and not self.stopped and o["game_mode"] == 0 and o["right_team_roles"][player] != 0:
+                    self.counts["passes_attempted"] += 1
+            self.owner, self.passer = (team, player), passer
+        self.free, self.stopped = False, False
+
+    def summary(self):
+        c = self.counts
+        rate = c["passes_completed"] / c["passes_attempted"] if c["passes_attempted"] else float("nan")
+        return dict(win_rate=float(c["goals"] > c["lost"]), goal_diff=c["goals"] - c["lost"], pass_rate=rate, **c)
+
+
+class GRFEnv:
+    """One gfootball game: simple115v2 obs (n, 115), team reward, truncation flag, behaviour metrics, auto-reset."""
+
+    def __init__(self, env_name, num_agents, rewards, seed, video_dir=None):
+        from gfootball.env import config, football_env, wrappers
+
+        random.seed(seed)  # gfootball draws each game's engine seed from python's `random`
+        values = {"level": env_name, "players": [f"agent:left_players={num_agents}"]}
+        if video_dir:
+            values.update(dump_full_episodes=True, write_video=True, tracesdir=video_dir, video_format="webm")
+        self.env = football_env.FootballEnv(config.Config(values))
+        self.convert = wrappers.Simple115StateWrapper.convert_observation
+        self.checkpoints = "checkpoints" in rewards.split(",")
+        self.num_agents, self.tracker = num_agents, BehaviourTracker()
+
+    def reset(self):
+        raw = self.env.reset()
+        self.tracker.reset(raw[0])
+        self.collected, self.episode_return, self.episode_length = np.zeros(self.num_agents, dtype=np.int64), 0.0, 0
+        return self.convert(raw, True)
+
+    def step(self, actions):
+        """-> obs (after auto-reset), team reward, done, truncated, final obs (or None), game metrics (or None)."""
+        raw, score_reward, done, _ = self.env.step([int(a) for a in actions])
+        reward = score_reward + (checkpoint_reward(raw, score_reward, self.collected) if self.checkpoints else 0.0)
+        team_reward = float(np.mean(reward))
+        self.tracker.step(raw[0])
+        self.episode_return += team_reward
+        self.episode_length += 1
+        obs = self.convert(raw, True)
+        if not done:
+            return obs, team_reward, False, False, None, None
+        truncated = raw[0]["steps_left"] <= 0 and score_reward[0] == 0
+        info = dict(self.tracker.summary(), episodic_return=self.episode_return, episodic_length=self.episode_length)
+        return self.reset(), team_reward, True, bool(truncated), obs, info
+
+
+def env_worker(remote, env_kwargs):
+    """Subprocess loop serving one GRFEnv over a Pipe: ("reset", None) | ("step", actions) | ("close", None)."""
+    env = GRFEnv(**env_kwargs)
+    while True:
+        cmd, data = remote.recv()
+        if cmd == "step":
+            remote.send(env.step(data))
+        elif cmd == "reset":
+            remote.send(env.reset())
+        else:
+            remote.close()
+            return
+
+
+class FootballVecEnv:
+    """`num_envs` GRFEnv games, one per subprocess worker, stepped in lockstep."""
+
+    def __init__(self, num_envs, seed, **env_kwargs):
+        ctx = mp.get_context("fork")
+        self.num_envs, self.remotes, self.procs = num_envs, [], []
+        for e in range(num_envs):
+            parent, child = ctx.Pipe()
+            kwargs = dict(env_kwargs, seed=seed + e, video_dir=env_kwargs.get("video_dir") if e == 0 else None)
+            proc = ctx.Process(target=env_worker, args=(child, kwargs), daemon=True)
+            proc.start()
+            child.close()
+            self.remotes.append(parent)
+            self.procs.append(proc)
+
+    def reset(self):
+        for remote in self.remotes:
+            remote.send(("reset", None))
+        return np.stack([remote.recv() for remote in self.remotes])
+
+    def step(self, actions):
+        for remote, action in zip(self.remotes, actions):
+            remote.send(("step", action))
+        obs, rewards, dones, truncs, final_obs, infos = zip(*[remote.recv() for remote in self.remotes])
+        return np.stack(obs), np.array(rewards, dtype=np.float32), np.array(dones), np.array(truncs), final_obs, infos
+
+    def close(self):
+        for remote in self.remotes:
+            remote.send(("close", None))
+        for proc in self.procs:
+            proc.join(timeout=5)
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def mlp(in_dim, hidden_dim, out_dim, out_gain):
+    """LayerNorm(input) -> 2 x [Linear -> ReLU -> LayerNorm] -> Linear head (ALGORITHMS.md item 6)."""
+    return nn.Sequential(
+        nn.LayerNorm(in_dim),
+        layer_init(nn.Linear(in_dim, hidden_dim)), nn.ReLU(), nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(hidden_dim, hidden_dim)), nn.ReLU(), nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(hidden_dim, out_dim), std=out_gain),
+    )
+
+
+def actor_input(obs, i, eye):
+    """Agent i's own simple115v2 plus its one-hot id; obs (..., n, 115)."""
+    return torch.cat([obs[..., i, :], eye[i].expand(*obs.shape[:-2], -1)], -1)
+
+
+def critic_input(obs, i, eye):
+    """Every agent's simple115v2 concatenated plus agent i's one-hot id (centralised critic of agent i)."""
+    return torch.cat([obs.flatten(-2), eye[i].expand(*obs.shape[:-2], -1)], -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# TRY NOT TO MODIFY: machinery shared by every script (ALGORITHMS.md, "Machinery").
+# ---------------------------------------------------------------------------------------------
+class ValueNorm(nn.Module):
+    """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
+
+    def __init__(self, shape=(), beta=0.99999, var_floor=1e-2):
+        super().__init__()
+        self.beta, self.var_floor = beta, var_floor
+        self.register_buffer("running_mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("running_mean_sq", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("debiasing_term", torch.zeros((), dtype=torch.float64))
+
+    def mean_var(self):
+        debias = self.debiasing_term.clamp(min=1e-5)
+        mean = self.running_mean / debias
+        var = (self.running_mean_sq / debias - mean**2).clamp(min=self.var_floor)
+        return mean.float(), var.float()
+
+    @torch.no_grad()
+    def update(self, x):
+        x = x.detach().double().reshape(-1, *self.running_mean.shape)
+        self.running_mean.mul_(self.beta).add_(x.mean(0) * (1 - self.beta))
+        self.running_mean_sq.mul_(self.beta).add_((x**2).mean(0) * (1 - self.beta))
+        self.debiasing_term.mul_(self.beta).add_(1 - self.beta)
+
+    def normalize(self, x):
+        mean, var = self.mean_var()
+        return (x - mean) / var.sqrt()
+
+    def denormalize(self, x):
+        mean, var = self.mean_var()
+        return x * var.sqrt() + mean
+
+
+def huber(x, delta):
+    """Huber loss on both tails: x^2/2 inside |x| <= delta, delta*(|x| - delta/2) outside."""
+    a = x.abs()
+    return torch.where(a <= delta, 0.5 * x**2, delta * (a - 0.5 * delta))
+
+
+def value_loss_fn(new_values, old_values, returns_norm, clip_coef, huber_delta):
+    """max(Huber(V - R), Huber(V_clip - R)), V_clip = V_old + clamp(V - V_old, -eps, eps); plain mean."""
+    clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
+    return torch.max(huber(new_values - returns_norm, huber_delta), huber(clipped - returns_norm, huber_delta)).mean()
+
+
+def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
+    """GAE(lambda). rewards, continues: (T, E) or (T, E, n); values: (T, E, n); bootstrap_value: (E, n).
+
+    delta_t = r_t + gamma * continues_t * V(t+1) - V(t);  A_t = delta_t + gamma * lambda * continues_t * A_{t+1}.
+    Values are denormalised. A time-limit truncation at t is passed as continues_t = 0 with
+    gamma * V(final obs) already added to r_t, which bootstraps and cuts the trace at once.
+    """
+    ones = torch.ones_like(values)
+    return compute_preopc(rewards, values, bootstrap_value, continues, ones, gamma, gae_lambda)
+
+
+def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
+    """Preceding-agent off-policy correction (PreOPC); shapes as compute_gae, ratios (T, E, n).
+
+    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio of the
+    preceding agents (current / behaviour). rho_t never enters A_t; with rho == 1 this is GAE(lambda).
+    """
+    if rewards.dim() == 2:
+        rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
+    rewards, continues = rewards.expand_as(values), continues.expand_as(values)
+    trace = gae_lambda * ratios.clamp(max=1.0)
+    advantages = torch.zeros_like(values)
+    next_value, next_adv, next_trace = bootstrap_value, torch.zeros_like(bootstrap_value), torch.ones_like(bootstrap_value)
+    for t in reversed(range(values.shape[0])):
+        delta = rewards[t] + gamma * continues[t] * next_value - values[t]
+        next_adv = delta + gamma * next_trace * continues[t] * next_adv
+        advantages[t] = next_adv
+        next_value, next_trace = values[t], trace[t]
+    return advantages
+
+
+def adaptive_clip(clip_coef, position, num_agents, clip_c):
+    """C(eps, k) = eps * c + eps * (1 - c) * k / n, k the 1-based position in the update order."""
+    return clip_coef * clip_c + clip_coef * (1.0 - clip_c) * position / num_agents
+
+
+def semi_greedy_pick(position, scores, remaining, generator):
+    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
+    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
+    if (position + 1) % 2 == 0:
+        return max(remaining, key=lambda i: float(scores[i]))
+    return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
+
+
+def semi_greedy_order(scores, generator):
+    """A permutation of range(n) by the semi-greedy rule; scores[i] = mean |A_i| over alive samples."""
+    remaining, order = list(range(len(scores))), []
+    for position in range(len(scores)):
+        agent = semi_greedy_pick(position, scores, remaining, generator)
+        order.append(agent)
+        remaining.remove(agent)
+    return order
+
+
+def aggregate_games(infos):
+    """Mean of each per-game metric; pass_rate pooled over the games (sum completed / sum attempted)."""
+    out = {k: float(np.mean([g[k] for g in infos])) for k in infos[0] if k != "pass_rate"}
+    attempted = sum(g["passes_attempted"] for g in infos)
+    out["pass_rate"] = sum(g["passes_completed"] for g in infos) / attempted if attempted else float("nan")
+    return out
+
+
+@torch.no_grad()
+def evaluate(actors, envs, num_episodes, eye, device):
+    """Greedy play until each eval env has finished its share of `num_episodes` games; mean metrics."""
+    quotas = [num_episodes // envs.num_envs + (e < num_episodes % envs.num_envs) for e in range(envs.num_envs)]
+    finished, games = [0] * envs.num_envs, []
+    obs = torch.tensor(envs.reset(), device=device)
+    while any(f < q for f, q in zip(finished, quotas)):
+        actions = torch.stack([actors[i](actor_input(obs, i, eye)).argmax(-1) for i in range(len(actors))], -1)
+        next_obs, _, _, _, _, infos = envs.step(actions.cpu().numpy())
+        obs = torch.tensor(next_obs, device=device)
+        for e, info in enumerate(infos):
+            if info is not None and finished[e] < quotas[e]:
+                finished[e] += 1
+                games.append(info)
+    return aggregate_games(games)
+
+
+def parse_args():
+    args = tyro.cli(Args)
+    if args.env_name not in SCENARIOS:
+        raise SystemExit(f"error: unknown scenario '{args.env_name}'. Valid scenarios: {', '.join(SCENARIOS)}.")
+    default_agents, controllable = SCENARIOS[args.env_name]
+    args.num_agents = args.num_agents or default_agents
+    if not 1 <= args.num_agents <= controllable:
+        raise SystemExit(f"error: {args.env_name} has {controllable} controllable left players, got --num-agents "
+                         f"{args.num_agents}. Use 1..{controllable} (default {default_agents}).")
+    if args.rewards not in ("scoring", "scoring,checkpoints"):
+        raise SystemExit(f"error: --rewards '{args.rewards}' is not supported. Use 'scoring' or 'scoring,checkpoints'.")
+    given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+    for key, value in PRESETS["academy" if args.env_name.startswith("academy") else "full_game"].items():
+        if key not in given:
+            setattr(args, key, value)
+    args.batch_size = args.num_envs * args.num_steps
+    if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
+        raise SystemExit(f"error: batch size num_envs*num_steps = {args.batch_size} is not divisible by "
+                         f"--num-minibatches {args.num_minibatches}. Pick values that divide.")
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations < 1:
+        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is less than one batch ({args.batch_size}).")
+    try:
+        import gfootball.env  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(f"error: gfootball is not importable ({exc}). Run `bash install_gfootball.sh` first.")
+    return args
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    n, T, E = args.num_agents, args.num_steps, args.num_envs
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
+    run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = f"{args.runs_dir}/{run_name}"
+    os.makedirs(run_dir, exist_ok=True)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(1)  # the env workers need the cores; the networks are small
+    order_gen = torch.Generator().manual_seed(args.seed)
+    start_iteration = ckpt["iteration"] + 1 if ckpt else 1
+
+    env_kwargs = dict(env_name=args.env_name, num_agents=n, rewards=args.rewards)
+    envs = FootballVecEnv(E, args.seed * 100_003 + 10_007 * start_iteration, **env_kwargs)
+    eval_envs = None
+    if args.eval_episodes > 0:
+        video_dir = os.path.abspath(f"{run_dir}/videos") if args.capture_video else None
+        eval_envs = FootballVecEnv(min(E, args.eval_episodes), args.seed * 100_003 + 10_007 * start_iteration + 50_000,
+                                   video_dir=video_dir, **env_kwargs)
+
+    obs_dim, eye = 115, torch.eye(n, device=device)
+    actors = nn.ModuleList([mlp(obs_dim + n, args.hidden_dim, 19, 0.01) for _ in range(n)]).to(device)
+    critics = nn.ModuleList([mlp(obs_dim * n + n, args.hidden_dim, 1, 1.0) for _ in range(n)]).to(device)
+    value_norms = nn.ModuleList([ValueNorm() for _ in range(n)]).to(device)
+    actor_opts = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
+    critic_opts = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
+    global_step, sampling_total, updating_total, wall_before, last_eval = 0, 0.0, 0.0, 0.0, {}
+    if ckpt:
+        actors.load_state_dict(ckpt["actors"])
+        critics.load_state_dict(ckpt["critics"])
+        value_norms.load_state_dict(ckpt["value_norms"])
+        for opt, state in zip(actor_opts + critic_opts, ckpt["actor_opts"] + ckpt["critic_opts"]):
+            opt.load_state_dict(state)
+        torch.set_rng_state(ckpt["torch_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        random.setstate(ckpt["python_rng"])
+        order_gen.set_state(ckpt["order_rng"])
+        global_step, sampling_total, updating_total = ckpt["global_step"], ckpt["sampling_s"], ckpt["updating_s"]
+        wall_before, last_eval = ckpt["wall_time_s"], ckpt["last_eval"]
+
+    def save_checkpoint(iteration):
+        state = dict(actors=actors.state_dict(), critics=critics.state_dict(), value_norms=value_norms.state_dict(),
+                     actor_opts=[o.state_dict() for o in actor_opts], critic_opts=[o.state_dict() for o in critic_opts],
+                     torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
+                     order_rng=order_gen.get_state(), global_step=global_step, iteration=iteration, run_name=run_name,
+                     sampling_s=sampling_total, updating_s=updating_total, wall_time_s=wall_before + time.time() - start_time,
+                     last_eval=last_eval, args=vars(args))
+        torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
+        os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
+
+    # TRY NOT TO MODIFY: logging setup
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, monitor_gym=True, save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    def log_metrics(prefix, metrics, step):
+        for key, value in metrics.items():
+            if not np.isnan(value):
+                writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    # storage (T, E, n, ...); rewards are per agent because a truncation adds agent i's own bootstrap value
+    obs_buf = torch.zeros((T, E, n, obs_dim), device=device)
+    actions_buf = torch.zeros((T, E, n), dtype=torch.long, device=device)
+    logprobs_buf = torch.zeros((T, E, n), device=device)
+    values_buf = torch.zeros((T, E, n), device=device)
+    rewards_buf = torch.zeros((T, E, n), device=device)
+    continues_buf = torch.zeros((T, E, 1), device=device)  # (T, E, 1) broadcasts against per-agent rewards
+
+    next_obs = torch.tensor(envs.reset(), device=device)
+    start_time, start_step, recent_games = time.time(), global_step, []
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        iteration_start, train_games = time.time(), []
+        for step in range(T):
+            global_step += E
+            obs_buf[step] = next_obs
+            with torch.no_grad():
+                for i in range(n):
+                    dist = Categorical(logits=actors[i](actor_input(next_obs, i, eye)))
+                    action = dist.sample()
+                    actions_buf[step, :, i], logprobs_buf[step, :, i] = action, dist.log_prob(action)
+                    values_buf[step, :, i] = critics[i](critic_input(next_obs, i, eye)).squeeze(-1)
+            next_np, reward, done, trunc, final_obs, infos = envs.step(actions_buf[step].cpu().numpy())
+            rewards_buf[step] = torch.tensor(reward, device=device).unsqueeze(-1)
+            continues_buf[step] = torch.tensor(1.0 - done, device=device).unsqueeze(-1)
+            next_obs = torch.tensor(next_np, device=device)
+            for e in np.flatnonzero(trunc):  # time limit: r += gamma * V_i(final obs), continues = 0
+                final = torch.tensor(final_obs[e], device=device)
+                with torch.no_grad():
+                    for i in range(n):
+                        v = value_norms[i].denormalize(critics[i](critic_input(final, i, eye)).squeeze(-1))
+                        rewards_buf[step, e, i] += args.gamma * v
+            for info in infos:
+                if info is not None:
+                    train_games.append(info)
+                    log_metrics("charts", info, global_step)
+        sampling_time = time.time() - iteration_start
+        sampling_total += sampling_time
+
+        # ALGO LOGIC: A2PO with separate parameters, agent by agent (ALGORITHMS.md "Separate parameters")
+        update_start = time.time()
+        with torch.no_grad():
+            bootstrap = torch.stack([value_norms[i].denormalize(critics[i](critic_input(next_obs, i, eye)).squeeze(-1))
+                                     for i in range(n)], -1)
+            values_denorm = torch.stack([value_norms[i].denormalize(values_buf[..., i]) for i in range(n)], -1)
+            gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
+        b_obs = obs_buf.reshape(T * E, n, obs_dim)
+        rho = torch.ones((T, E), device=device)  # joint ratio of the agents already updated (no grad)
+        remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
+        for k in range(n):
+            with torch.no_grad():
+                ratios = rho.unsqueeze(-1).expand(T, E, n)
+                adv_all = compute_preopc(rewards_buf, values_denorm, bootstrap, continues_buf, ratios,
+                                         args.gamma, args.gae_lambda)
+                if k > 0:
+                    trace_means.append(rho.clamp(max=1.0).mean().item())
+            scores = adv_all.abs().mean((0, 1))
+            i = semi_greedy_pick(k, scores, remaining, order_gen)
+            eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
+            writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps_i, global_step)
+            gaps.append((adv_all[..., i] - gae[..., i]).abs().mean().item())
+            b_adv = adv_all[..., i].reshape(-1)
+            b_returns = b_adv + values_denorm[..., i].reshape(-1)
+            b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-5)
+            b_actor_in, b_critic_in = actor_input(b_obs, i, eye), critic_input(b_obs, i, eye)
+            b_actions, b_logprobs = actions_buf[..., i].reshape(-1), logprobs_buf[..., i].reshape(-1)
+            b_values, b_rho = values_buf[..., i].reshape(-1), rho.reshape(-1)
+
+            def critic_step(mb):
+                value_norms[i].update(b_returns[mb])
+                new_values = critics[i](b_critic_in[mb]).squeeze(-1)
+                loss = value_loss_fn(new_values, b_values[mb], value_norms[i].normalize(b_returns[mb]),
+                                     args.clip_coef, args.huber_delta)
+                critic_opts[i].zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(critics[i].parameters(), args.max_grad_norm)
+                critic_opts[i].step()
+                return loss.item()
+
+            for epoch in range(args.update_epochs):
+                for stage in ("critic", "actor+critic"):
+                    for mb in torch.randperm(args.batch_size, device=device).split(args.minibatch_size):
+                        value_loss = critic_step(mb)
+                        if stage == "critic":
+                            continue
+                        dist = Categorical(logits=actors[i](b_actor_in[mb]))
+                        logratio = dist.log_prob(b_actions[mb]) - b_logprobs[mb]
+                        ratio = logratio.exp()
+                        # l_i = r_i * clip(rho, 1 +- eps_i/2);  L = -E[min(l A, clip(l, 1 +- eps_i) A)]
+                        l_i = ratio * b_rho[mb].clamp(1 - eps_i / 2, 1 + eps_i / 2)
+                        mb_adv = b_adv[mb]
+                        pg_loss = -torch.min(l_i * mb_adv, l_i.clamp(1 - eps_i, 1 + eps_i) * mb_adv).mean()
+                        entropy = dist.entropy().mean()
+                        actor_opts[i].zero_grad()
+                        (pg_loss - args.ent_coef * entropy).backward()
+                        nn.utils.clip_grad_norm_(actors[i].parameters(), args.max_grad_norm)
+                        actor_opts[i].step()
+                        with torch.no_grad():
+                            stats.append([pg_loss.item(), value_loss, entropy.item(), ((ratio - 1) - logratio).mean().item(),
+                                          ((l_i - 1).abs() > eps_i).float().mean().item()])
+            with torch.no_grad():
+                new_logprob = Categorical(logits=actors[i](b_actor_in)).log_prob(b_actions)
+                rho = rho * (new_logprob - b_logprobs).exp().reshape(T, E)
+                pred = value_norms[i].denormalize(critics[i](b_critic_in).squeeze(-1))
+                var_y = b_returns.var()
+                explained.append((1 - (b_returns - pred).var() / var_y).item() if var_y > 0 else float("nan"))
+            order.append(i)
+            remaining.remove(i)
+        updating_time = time.time() - update_start
+        updating_total += updating_time
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        losses = np.mean(stats, 0)
+        for key, value in zip(["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"], losses):
+            writer.add_scalar(f"losses/{key}", value, global_step)
+        writer.add_scalar("losses/explained_variance", float(np.nanmean(explained)), global_step)
+        writer.add_scalar("a2po/order_first", order[0], global_step)
+        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0, global_step)
+        writer.add_scalar("a2po/preopc_gap", float(np.mean(gaps)), global_step)
+        writer.add_scalar("charts/learning_rate", actor_opts[0].param_groups[0]["lr"], global_step)
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("time/sampling_s", sampling_time, global_step)
+        writer.add_scalar("time/updating_s", updating_time, global_step)
+
+        last_iteration = iteration == args.num_iterations
+        if eval_envs is not None and (global_step // args.eval_interval > (global_step - E * T) // args.eval_interval
+                                      or last_iteration):
+            last_eval = evaluate(actors, eval_envs, args.eval_episodes, eye, device)
+            log_metrics("eval", last_eval, global_step)
+            if args.save_model:
+                save_checkpoint(iteration)
+        recent_games = (recent_games + train_games)[-100:]
+        train = aggregate_games(recent_games) if recent_games else {}
+        print(f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} "
+              f"return {train.get('episodic_return', float('nan')):.3f} win {train.get('win_rate', float('nan')):.2f} "
+              f"eval_win {last_eval.get('win_rate', float('nan')):.2f} order {order}", flush=True)
+
+    if args.save_model:
+        save_checkpoint(args.num_iterations)
+    summary = dict(task=args.env_name, algo="a2po", seed=args.seed, global_step=global_step,
+                   wall_time_s=wall_before + time.time() - start_time, sampling_s=sampling_total, updating_s=updating_total,
+                   final_eval={k: (None if np.isnan(v) else v) for k, v in last_eval.items()}, args=vars(args))
+    with open(f"{run_dir}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    envs.close()
+    if eval_envs is not None:
+        eval_envs.close()
+    writer.close()

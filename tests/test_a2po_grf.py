@@ -1,0 +1,212 @@
+"""a2po_grf.py: pure functions, behaviour metrics, the env wrapper, bad inputs, smoke runs and resume.
+
+gfootball must be installed (`bash install_gfootball.sh`); these tests never skip.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import load_script, only_run_dir, read_scalars, run_script
+
+grf = load_script("a2po_grf")
+TINY = ["--num-envs", "2", "--num-steps", "64", "--update-epochs", "1", "--hidden-dim", "32"]
+
+
+# ---------------------------------------------------------------- pure functions
+def test_preopc_equals_gae_when_ratios_are_one():
+    g = torch.Generator().manual_seed(0)
+    T, E, n = 7, 3, 4
+    rewards, values = torch.randn(T, E, generator=g), torch.randn(T, E, n, generator=g)
+    bootstrap = torch.randn(E, n, generator=g)
+    continues = (torch.rand(T, E, generator=g) > 0.3).float()
+    gae = grf.compute_gae(rewards, values, bootstrap, continues, 0.99, 0.95)
+    preopc = grf.compute_preopc(rewards, values, bootstrap, continues, torch.ones(T, E, n), 0.99, 0.95)
+    assert torch.allclose(gae, preopc)
+    smaller = grf.compute_preopc(rewards, values, bootstrap, continues, torch.full((T, E, n), 0.5), 0.99, 0.95)
+    assert not torch.allclose(gae, smaller)
+
+
+def test_preopc_hand_computed():
+    # gamma 0.9, lambda 0.8; rho = [., 0.5, 2.0] (rho_0 never enters, rho_2 is clipped to 1)
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([[[0.5]], [[1.0]], [[0.0]]])
+    ratios = torch.tensor([[[9.0]], [[0.5]], [[2.0]]])
+    adv = grf.compute_preopc(rewards, values, torch.tensor([[3.0]]), torch.ones(3, 1), ratios, 0.9, 0.8)
+    a2 = 2 + 0.9 * 3 - 0.0
+    a1 = (0 + 0.9 * 0.0 - 1.0) + 0.9 * 0.8 * 1.0 * a2
+    a0 = (1 + 0.9 * 1.0 - 0.5) + 0.9 * 0.8 * 0.5 * a1
+    assert torch.allclose(adv.flatten(), torch.tensor([a0, a1, a2]))
+
+
+def test_adaptive_clip_and_semi_greedy_pick():
+    assert grf.adaptive_clip(0.2, 1, 4, 0.5) == pytest.approx(0.125)
+    assert grf.adaptive_clip(0.2, 4, 4, 0.5) == pytest.approx(0.2)
+    assert grf.adaptive_clip(0.25, 2, 4, 0.0) == pytest.approx(0.125)
+    g = torch.Generator().manual_seed(0)
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.7])
+    assert grf.semi_greedy_pick(1, scores, [0, 2, 3], g) == 3  # k = 2: greedy over the remaining
+    picks = {grf.semi_greedy_pick(0, scores, [0, 1, 2, 3], g) for _ in range(50)}
+    assert picks == {0, 1, 2, 3}  # k = 1: uniform
+
+
+# ---------------------------------------------------------------- behaviour metrics
+def raw(team, player, score=(0, 0), mode=0):
+    return {"ball_owned_team": team, "ball_owned_player": player, "score": list(score), "game_mode": mode,
+            "right_team_roles": [0, 1, 1, 1, 1]}  # right player 0 is the goalkeeper
+
+
+def test_behaviour_tracker_hand_made_game():
+    t = grf.BehaviourTracker(raw(-1, -1))
+    seq = [
+        raw(0, 1), raw(-1, -1), raw(-1, -1), raw(0, 2),  # completed pass 1 -> 2
+        raw(-1, -1), raw(1, 3),                          # 2 passes, right 3 intercepts
+        raw(0, 1),                                       # left 1 tackles right 3 (no pass)
+        raw(1, 2),                                       # right 2 tackles left 1 directly: not a pass
+        raw(0, 3), raw(-1, -1), raw(1, 0),               # keeper takes the ball: a saved shot, not a pass
+        raw(0, 3), raw(-1, -1, mode=5), raw(1, 4, mode=5),  # ball out, right throw-in: not a pass
+        raw(0, 3), raw(-1, -1), raw(0, 2),               # completed pass 3 -> 2
+        raw(-1, -1), raw(-1, -1, score=(1, 0)),          # 2 shoots and scores: goal with assist by 3
+        raw(1, 2, score=(1, 0), mode=1),                 # kick-off
+        raw(-1, -1, score=(1, 1)),                       # conceded
+    ]
+    for o in seq:
+        t.step(o)
+    s = t.summary()
+    assert (s["passes_attempted"], s["passes_completed"], s["goals"], s["lost"], s["assists"]) == (3, 2, 1, 1, 1)
+    assert s["pass_rate"] == pytest.approx(2 / 3)
+    assert s["win_rate"] == 0.0 and s["goal_diff"] == 0
+
+
+def test_behaviour_tracker_goal_without_assist_and_win():
+    t = grf.BehaviourTracker(raw(-1, -1))
+    for o in [raw(1, 2), raw(0, 1), raw(-1, -1), raw(-1, -1, score=(1, 0))]:  # won the ball, dribbled, scored
+        t.step(o)
+    s = t.summary()
+    assert (s["goals"], s["assists"], s["win_rate"], s["passes_attempted"]) == (1, 0, 1.0, 0)
+    assert math.isnan(s["pass_rate"])
+    games = [s, dict(s, passes_attempted=4, passes_completed=1, pass_rate=0.25)]
+    assert grf.aggregate_games(games)["pass_rate"] == pytest.approx(0.25)  # pooled over games
+
+
+# ---------------------------------------------------------------- the env wrapper against gfootball itself
+def test_scenario_table_matches_gfootball():
+    from gfootball.env import config
+
+    for name, (default, controllable) in grf.SCENARIOS.items():
+        assert config.Config({"level": name}).ScenarioConfig().controllable_left_players == controllable, name
+        assert 1 <= default <= controllable
+
+
+def test_checkpoint_reward_matches_gfootball_wrapper():
+    from types import SimpleNamespace
+
+    from gfootball.env import wrappers
+
+    env = grf.GRFEnv("academy_3_vs_1_with_keeper", 3, "scoring", seed=3)
+    rng = np.random.default_rng(0)
+    collected = np.zeros(3, dtype=np.int64)
+    shim = SimpleNamespace(_collected_checkpoints={}, _num_checkpoints=10, _checkpoint_reward=0.1)
+    env.reset()
+    total = 0.0
+    for _ in range(300):
+        obs, score_reward, done, _ = env.env.step(rng.integers(0, 19, 3).tolist())
+        shim.env = SimpleNamespace(unwrapped=SimpleNamespace(observation=lambda: obs))
+        expected = wrappers.CheckpointRewardWrapper.reward(shim, score_reward.copy())
+        ours = score_reward + grf.checkpoint_reward(obs, score_reward, collected)
+        assert np.allclose(ours, expected)
+        total += float(np.sum(ours))
+        if done:
+            env.env.reset()
+            collected[:], shim._collected_checkpoints = 0, {}
+    assert total > 0  # some checkpoints were collected, so the comparison covered them
+
+
+def test_time_limit_is_a_truncation_with_final_obs():
+    env = grf.GRFEnv("5_vs_5", 4, "scoring,checkpoints", seed=1)
+    first = env.reset()
+    assert first.shape == (4, 115)
+    for t in range(1, 3100):
+        obs, reward, done, truncated, final_obs, info = env.step([0, 0, 0, 0])
+        if done:
+            break
+    assert t == 3001 and info["episodic_length"] == 3001  # game_duration 3000: steps_left goes 3001 -> 0
+    assert truncated and final_obs is not None and final_obs.shape == (4, 115)
+    assert not np.allclose(obs, final_obs)  # the returned obs is the reset one
+    assert set(info) >= {"win_rate", "goals", "lost", "passes_attempted", "passes_completed", "pass_rate", "assists"}
+
+
+# ---------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("args, message", [
+    (["--env-name", "academy_nope"], "Valid scenarios: academy_3_vs_1_with_keeper"),
+    (["--env-name", "5_vs_5", "--num-agents", "5"], "Use 1..4"),
+    (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "not divisible"),
+])
+def test_bad_input_exits_with_clear_message(tmp_path, args, message):
+    proc = run_script("a2po_grf", *args, cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last, proc.stdout
+    assert "Traceback" not in proc.stdout
+
+
+# ---------------------------------------------------------------- smoke runs and resume
+GAME_KEYS = ["win_rate", "goals", "lost", "goal_diff", "passes_attempted", "passes_completed", "assists",
+             "episodic_return", "episodic_length"]
+ITER_KEYS = ["charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+             "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "time/sampling_s",
+             "time/updating_s", "a2po/order_first", "a2po/trace_ratio_mean", "a2po/preopc_gap"]
+
+
+@pytest.fixture(scope="module")
+def academy_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("academy")
+    run_script("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--total-timesteps", "256",
+               "--eval-episodes", "2", "--eval-interval", "128", "--save-model", cwd=cwd, timeout=300)
+    return cwd
+
+
+def test_smoke_academy_logs_and_summary(academy_run):
+    run_dir = only_run_dir(academy_run)
+    scalars = read_scalars(run_dir)
+    expected = ITER_KEYS + [f"charts/{k}" for k in GAME_KEYS] + [f"eval/{k}" for k in GAME_KEYS]
+    expected += [f"a2po/clip_eps_k{k}" for k in (1, 2, 3)]
+    assert not [k for k in expected if k not in scalars], sorted(scalars)
+    assert [s for s, _ in scalars["losses/policy_loss"]] == [128, 256]
+    assert scalars["a2po/clip_eps_k1"][0][1] == pytest.approx(0.2 * (0.5 + 0.5 / 3))
+    assert scalars["a2po/clip_eps_k3"][0][1] == pytest.approx(0.2)
+    assert len(scalars["eval/win_rate"]) == 2  # at 128 and at 256
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"] == "academy_3_vs_1_with_keeper" and summary["algo"] == "a2po"
+    assert summary["global_step"] == 256 and summary["args"]["num_agents"] == 3
+    assert summary["args"]["clip_coef"] == 0.2 and summary["args"]["gamma"] == 0.99  # academy preset
+    assert set(summary["final_eval"]) >= set(GAME_KEYS) | {"pass_rate"}
+    assert summary["sampling_s"] > 0 and summary["updating_s"] > 0
+
+
+def test_resume_continues_the_same_run(academy_run):
+    run_dir = only_run_dir(academy_run)
+    run_script("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--total-timesteps", "384",
+               "--eval-episodes", "2", "--eval-interval", "128", "--save-model", "--resume", run_dir / "checkpoint.pt",
+               cwd=academy_run, timeout=300)
+    assert only_run_dir(academy_run) == run_dir
+    steps = [s for s, _ in read_scalars(run_dir)["losses/policy_loss"]]
+    assert steps == [128, 256, 384]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 384
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["iteration"] == 3
+
+
+def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
+    out = run_script("a2po_grf", "--env-name", "5_vs_5", *TINY, "--total-timesteps", "128", "--eval-episodes", "0",
+                     "--clip-coef", "0.3", cwd=tmp_path, timeout=300).stdout
+    assert "iter 1/1 step 128" in out
+    run_dir = only_run_dir(tmp_path)
+    scalars = read_scalars(run_dir)
+    assert not [k for k in ITER_KEYS if k not in scalars], sorted(scalars)
+    assert scalars["a2po/clip_eps_k4"][0][1] == pytest.approx(0.3)  # the user's flag wins over the preset
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["args"]["num_agents"] == 4 and summary["args"]["gamma"] == 0.995
+    assert summary["final_eval"] == {} and summary["global_step"] == 128
