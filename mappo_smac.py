@@ -41,6 +41,7 @@ import random
 import sys
 import time
 import traceback
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -137,6 +138,17 @@ MAP_PRESETS = {
     "3s_vs_5z": dict(update_epochs=15, clip_coef=0.05),
     "MMM": dict(update_epochs=15),
 }
+
+
+def check_algo_args(args, num_agents):
+    """MAPPO has no flags of its own to check."""
+
+
+def surrogate_loss(logratio, advantages, mask, clip_coef):
+    """L = -E_mask[min(r_i A, clip(r_i, 1 +- eps) A)], every agent on its own ratio; (L, B, n) inputs."""
+    ratio = logratio.exp()
+    loss = -masked_mean(torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
+    return loss, {"clipfrac": masked_mean(((ratio - 1).abs() > clip_coef).float(), mask)}
 
 
 # TRY NOT TO MODIFY: argument handling
@@ -609,6 +621,7 @@ if __name__ == "__main__":
     envs = make_envs(args, args.num_envs, args.seed)
     eval_envs = make_envs(args, args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs), args.seed + 10_000)
     n, A = envs.num_agents, envs.num_actions
+    check_algo_args(args, n)
     actor_dim, critic_dim = envs.obs_dim + n + A, envs.state_dim + envs.obs_dim + n
     actor = RecurrentMLP(actor_dim, A, args.hidden_dim, args.recurrent, 0.01).to(device)
     critic = RecurrentMLP(critic_dim, 1, args.hidden_dim, args.recurrent, 1.0).to(device)
@@ -692,7 +705,7 @@ if __name__ == "__main__":
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
-        stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
+        stats = defaultdict(list)
         for epoch in range(args.update_epochs):
             perm = torch.randperm(num_sequences)
             for start in range(0, num_sequences, args.minibatch_size):
@@ -700,10 +713,8 @@ if __name__ == "__main__":
                 mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
                 new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
                 logratio = new_logprob - mb["logprobs"]
-                ratio = logratio.exp()
                 alive = mb["alive"]
-                # L = -E_alive[min(r_i A, clip(r_i, 1 +- eps) A)]
-                pg_loss = -masked_mean(torch.min(ratio * mb["advantages"], ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef) * mb["advantages"]), alive)
+                pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef)
                 entropy_loss = masked_mean(entropy, alive)
                 value_norm.update(mb["returns"])
                 v_loss = value_loss_fn(new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta)
@@ -713,9 +724,9 @@ if __name__ == "__main__":
                 nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                 actor_optimizer.step(), critic_optimizer.step()
                 with torch.no_grad():
-                    stats["approx_kl"].append(masked_mean((ratio - 1) - logratio, alive).item())
-                    stats["clipfrac"].append(masked_mean(((ratio - 1).abs() > args.clip_coef).float(), alive).item())
-                stats["policy_loss"].append(pg_loss.item()), stats["value_loss"].append(v_loss.item()), stats["entropy"].append(entropy_loss.item())
+                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
+                for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
+                    stats[k].append(v.item())
         updating_time = time.time() - t0
 
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
@@ -724,7 +735,8 @@ if __name__ == "__main__":
         var_returns = returns.var()
         explained_var = float("nan") if var_returns == 0 else (1 - (returns - values_denorm).var() / var_returns).item()
         for k, v in stats.items():
-            writer.add_scalar(f"losses/{k}", float(np.mean(v)), global_step)
+            if v:
+                writer.add_scalar(k if "/" in k else f"losses/{k}", float(np.mean(v)), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         writer.add_scalar("charts/learning_rate", actor_optimizer.param_groups[0]["lr"], global_step)

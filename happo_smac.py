@@ -1,0 +1,778 @@
+# HAPPO on SMAC (SMAX or StarCraft II). Documented in README.md, section "HAPPO".
+"""Heterogeneous-Agent PPO (Kuba et al., 2022) with parameter sharing on the StarCraft Multi-Agent Challenge.
+
+Agents update one after another in a random order; each agent's clipped objective is weighted by
+the product M of the ratios of the agents updated before it, so it sees what they changed.
+Run: `python happo_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
+`--env-backend sc2` to play the real game through smacv2.
+
+Implementation details
+1-12. Exactly as mappo_smac.py (env wrapper, networks, ValueNorm, Huber value loss, masking,
+   evaluation, checkpoints): `diff mappo_smac.py happo_smac.py` shows only the algorithm.
+13. Agent i's loss: L_i = -E_alive[M_i * min(r_i A, clip(r_i, 1 +- eps) A)], M_i = sg(prod_{j in e^i} r_j),
+   detached and unclipped. Advantages are the rollout's GAE advantages; they are not recomputed.
+14. Parameter sharing (the talk's SMAC table is "w/ PS"): one update of the shared actor moves every
+   agent, so e^i = all other agents of the same (t, env) and M_i is their ratio product.
+15. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing a fresh random order and
+   splitting it into `num_blocks` contiguous blocks; stage s is one pass over the minibatches on the
+   samples of the agents in blocks 1..s (cumulative). HARL's HAPPO uses separate actors and one
+   pass per agent; the block schedule is the A2PO code base's version for shared parameters.
+16. The critic trains on every agent's samples in every stage. Per-map presets are the A2PO code
+   base's baseline settings (its table's lambda, clip, blocks and RNN; epochs 5 on 3s5z, 10 on
+   3s_vs_5z, 5 on 6h_vs_8z, 10 on MMM).
+"""
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+
+# TRY NOT TO MODIFY: common arguments
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, use CUDA when available"""
+    track: bool = False
+    """if toggled, mirror the TensorBoard logs to Weights and Biases"""
+    wandb_project_name: str = "cooperative-trust-region"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    runs_dir: str = "runs"
+    """folder that holds one sub-folder per run"""
+    save_model: bool = False
+    """if toggled, write a resumable checkpoint at every evaluation and at the end"""
+    resume: Optional[str] = None
+    """path to a checkpoint.pt to continue from (pass the same flags as the original run)"""
+
+    map_name: str = "3s5z"
+    """SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)"""
+    env_backend: Literal["smax", "sc2"] = "smax"
+    """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
+    total_timesteps: int = 10_000_000
+    """total env steps (summed over parallel envs)"""
+    num_envs: int = 32
+    """parallel envs (sc2 default: 8)"""
+    num_steps: int = 100
+    """steps per env per rollout (sc2 default: 400)"""
+    eval_interval: int = 80_000
+    """env steps between greedy evaluations"""
+    eval_episodes: int = 32
+    """episodes per evaluation"""
+
+    learning_rate: float = 5e-4
+    """actor learning rate"""
+    critic_learning_rate: float = 5e-4
+    """critic learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """lambda of GAE"""
+    update_epochs: int = 5
+    """passes over the rollout per iteration"""
+    num_minibatches: int = 1
+    """minibatches per pass (over chunks of all agents of an env)"""
+    clip_coef: float = 0.2
+    """PPO clip on the ratio, and on the value change"""
+    ent_coef: float = 0.01
+    """entropy bonus"""
+    max_grad_norm: float = 10.0
+    """gradient norm clip"""
+    huber_delta: float = 10.0
+    """Huber threshold of the value loss"""
+    hidden_dim: int = 64
+    """width of every hidden layer"""
+    recurrent: bool = True
+    """GRU actor and critic; `--no-recurrent` for MLPs"""
+    data_chunk_length: int = 10
+    """length of the sequences the GRU is trained on"""
+
+    # ALGO LOGIC: algorithm flags
+    num_blocks: int = 2
+    """contiguous blocks the agent order is split into (stages per outer epoch)"""
+
+    # TRY NOT TO MODIFY: computed after parsing
+    batch_size: int = 0
+    """env steps per rollout (num_envs * num_steps)"""
+    minibatch_size: int = 0
+    """(env, chunk) sequences per minibatch"""
+    num_iterations: int = 0
+    """rollout + update iterations"""
+
+
+# ALGO LOGIC: per-map presets (the A2PO code base's HAPPO settings), applied only to flags the user did not give
+MAP_PRESETS = {
+    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
+    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True),
+    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False),
+    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, num_blocks=2, recurrent=True),
+    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False),
+    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=5, recurrent=True),
+    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, num_blocks=2, recurrent=True),
+    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
+    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
+    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
+    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=False),
+}
+
+
+def check_algo_args(args, num_agents):
+    if not 1 <= args.num_blocks <= num_agents:
+        raise SystemExit(
+            f"error: --num-blocks {args.num_blocks} is impossible with {num_agents} agents on {args.map_name}. "
+            f"Use 1 <= --num-blocks <= {num_agents}."
+        )
+
+
+def surrogate_loss(logratio, advantages, mask, clip_coef):
+    """M_i = sg(prod_{j != i} r_j) (unclipped);  L_i = -E_mask[M_i * min(r_i A, clip(r_i, 1 +- eps) A)]."""
+    ratio = logratio.exp()
+    factor = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
+    loss = -masked_mean(factor * torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
+    return loss, {"clipfrac": masked_mean(((ratio - 1).abs() > clip_coef).float(), mask), "happo/factor_mean": masked_mean(factor, mask)}
+
+
+# TRY NOT TO MODIFY: argument handling
+BACKEND_PRESETS = {"sc2": dict(num_envs=8, num_steps=400)}
+SMAX_EPISODE_LIMITS = {
+    "3m": 60, "8m": 120, "25m": 150, "2s3z": 120, "3s5z": 150, "5m_vs_6m": 70, "8m_vs_9m": 120,
+    "10m_vs_11m": 150, "27m_vs_30m": 180, "3s5z_vs_3s6z": 170, "3s_vs_5z": 250, "6h_vs_8z": 150,
+    "smacv2_5_units": 100, "smacv2_10_units": 100, "smacv2_20_units": 100,
+}
+SC2_CLASSIC_MAPS = [
+    "3m", "8m", "25m", "2s3z", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m", "MMM", "MMM2",
+    "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
+    "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
+]
+SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team)
+    "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], ["colossus"]),
+    "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
+    "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
+}
+SMACV2_MAPS = [f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]]
+SC2_INSTALL = (
+    "pip install git+https://github.com/oxwhirl/smacv2.git, install StarCraft II 4.10 with the SMAC maps "
+    "and export SC2PATH=/path/to/StarCraftII (see README.md, 'StarCraft II backend')"
+)
+
+
+def user_gave(name, argv):
+    flag = "--" + name.replace("_", "-")
+    names = {flag, "--" + name, "--no-" + name.replace("_", "-"), "--no-" + name}
+    return any(a.split("=")[0] in names for a in argv)
+
+
+def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = tyro.cli(Args, args=argv)
+    for presets, key in ((BACKEND_PRESETS, args.env_backend), (MAP_PRESETS, args.map_name)):
+        for name, value in presets.get(key, {}).items():
+            if not user_gave(name, argv):
+                setattr(args, name, value)
+    if args.env_backend == "smax" and args.map_name not in SMAX_EPISODE_LIMITS:
+        if args.map_name in SC2_CLASSIC_MAPS or args.map_name in SMACV2_MAPS:
+            raise SystemExit(
+                f"error: map '{args.map_name}' cannot be modelled by SMAX (no medivacs, colossi, banelings, "
+                f"shields or terrain). Run it on StarCraft II with --env-backend sc2, or pick a SMAX map: "
+                f"{', '.join(SMAX_EPISODE_LIMITS)}."
+            )
+        raise SystemExit(f"error: unknown map '{args.map_name}'. SMAX maps: {', '.join(SMAX_EPISODE_LIMITS)}.")
+    if args.env_backend == "sc2" and args.map_name not in SC2_CLASSIC_MAPS + SMACV2_MAPS:
+        raise SystemExit(
+            f"error: unknown map '{args.map_name}'. StarCraft II maps: {', '.join(SC2_CLASSIC_MAPS + SMACV2_MAPS)}."
+        )
+    if args.num_steps % args.data_chunk_length != 0:
+        raise SystemExit(
+            f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length "
+            f"{args.data_chunk_length}. Pick values where it is (e.g. --num-steps 100 --data-chunk-length 10)."
+        )
+    num_sequences = args.num_envs * args.num_steps // args.data_chunk_length
+    if args.num_minibatches < 1 or num_sequences % args.num_minibatches != 0:
+        raise SystemExit(
+            f"error: --num-minibatches {args.num_minibatches} does not divide the {num_sequences} training "
+            f"sequences (num_envs * num_steps / data_chunk_length). Use a divisor of {num_sequences}."
+        )
+    if min(args.num_envs, args.num_steps, args.eval_episodes, args.total_timesteps) < 1:
+        raise SystemExit("error: --num-envs, --num-steps, --eval-episodes and --total-timesteps must be positive.")
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = num_sequences // args.num_minibatches
+    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    return args
+
+
+# TRY NOT TO MODIFY: environments
+class SMAXVecEnv:
+    """`num_envs` SMAX games in one jitted, vmapped step with auto-reset; arrays come back as numpy."""
+
+    def __init__(self, map_name, num_envs, seed):
+        import jax
+        import jax.numpy as jnp
+        from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
+        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
+
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax_smax"))
+        if "8m_vs_9m" not in MAP_NAME_TO_SCENARIO:
+            register_scenario("8m_vs_9m", Scenario(jnp.zeros((17,), dtype=jnp.uint8), 8, 9, False, False))
+        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=SMAX_EPISODE_LIMITS[map_name])
+        n, agents = env.num_allies, env.agents
+        self.num_envs, self.num_agents, self.num_actions = num_envs, n, env.action_spaces[agents[0]].n
+        self.episode_limit = SMAX_EPISODE_LIMITS[map_name]
+        # world state = per unit [health, x, y, cooldown, type one-hot] + teams + types: bring to ~[0, 1]
+        per_unit = np.ones(len(env.own_features), dtype=np.float32)
+        per_unit[1:3] = 1.0 / env.map_width
+        per_unit[3] = 1.0 / float(env.unit_type_weapon_cooldowns.max())
+        units = env.num_allies + env.num_enemies
+        scale = jnp.asarray(np.concatenate([np.tile(per_unit, units), np.ones(units), np.full(units, 1 / 5)]))
+
+        def observe(state):
+            obs = env.get_obs(state)
+            avail = env.get_avail_actions(state)
+            return dict(
+                obs=jnp.stack([obs[a] for a in agents]),
+                state=env.get_world_state(state) * scale,
+                avail=jnp.stack([avail[a] for a in agents]).astype(jnp.bool_),
+                alive=state.state.unit_alive[:n],
+            )
+
+        def reset_one(key):
+            _, state = env.reset(key)
+            policy = state.enemy_policy_state
+            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32)))
+
+        def step_one(key, state, actions):
+            step_key, reset_key = jax.random.split(key)
+            _, next_state, rewards, dones, _ = env.step_env(step_key, state, {a: actions[i] for i, a in enumerate(agents)})
+            done = dones["__all__"]
+            alive = next_state.state.unit_alive
+            won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
+            state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_one(reset_key), next_state)
+            return state, observe(state), rewards[agents[0]], done, won
+
+        def reset_all(key):
+            states = jax.vmap(reset_one)(jax.random.split(key, num_envs))
+            return states, jax.vmap(observe)(states)
+
+        def step_all(key, states, actions):
+            key, sub = jax.random.split(key)
+            return (key, *jax.vmap(step_one)(jax.random.split(sub, num_envs), states, actions))
+
+        self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
+        self._key = jax.random.PRNGKey(seed)
+        self._pending = None
+        probe = jax.eval_shape(lambda k: observe(reset_one(k)), self._key)
+        self.obs_dim, self.state_dim = probe["obs"].shape[-1], probe["state"].shape[-1]
+
+    def reset(self):
+        import jax
+
+        self._key, sub = jax.random.split(self._key)
+        self._states, obs = self._reset(sub)
+        return {k: np.array(v) for k, v in obs.items()}
+
+    def step_async(self, actions):
+        self._pending = self._step(self._key, self._states, actions.astype(np.int32))
+
+    def step_wait(self):
+        self._key, self._states, obs, reward, done, won = self._pending
+        obs = {k: np.array(v) for k, v in obs.items()}  # writable copies for torch
+        return obs, np.array(reward, dtype=np.float32), np.array(done), np.array(won)
+
+    def close(self):
+        pass
+
+
+def make_sc2_env(map_name, seed):
+    """One smacv2 game: a classic SMAC map or a SMACv2 `race_a_vs_b` scenario."""
+    from smacv2.env import StarCraft2Env
+    from smacv2.env.starcraft2.wrapper import StarCraftCapabilityEnvWrapper
+
+    if map_name not in SMACV2_MAPS:
+        return StarCraft2Env(map_name=map_name, seed=seed)
+    race, allies, _, enemies = map_name.split("_")
+    units, weights, exceptions = SMACV2_UNITS[race]
+    config = {
+        "n_units": int(allies), "n_enemies": int(enemies),
+        "team_gen": {"dist_type": "weighted_teams", "unit_types": units, "weights": weights,
+                     "exception_unit_types": exceptions, "observe": True},
+        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "n_enemies": int(enemies),
+                            "map_x": 32, "map_y": 32},
+    }
+    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed)
+
+
+def sc2_observe(env):
+    avail = np.asarray(env.get_avail_actions(), dtype=bool)
+    # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
+    return dict(obs=np.asarray(env.get_obs(), dtype=np.float32), state=np.asarray(env.get_state(), dtype=np.float32),
+                avail=avail, alive=~avail[:, 0])
+
+
+def sc2_worker(remote, env_fn):
+    """Runs one game; auto-resets; reports a crash instead of dying silently."""
+    try:
+        env = env_fn()
+        info = env.get_env_info()
+        env.reset()
+        remote.send(("ok", (info, sc2_observe(env))))
+        while True:
+            cmd, data = remote.recv()
+            if cmd == "step":
+                reward, terminated, step_info = env.step(list(data))
+                won = bool(terminated and step_info.get("battle_won", False))
+                if terminated:
+                    env.reset()
+                remote.send(("ok", (sc2_observe(env), float(reward), bool(terminated), won)))
+            elif cmd == "close":
+                env.close()
+                break
+    except (KeyboardInterrupt, EOFError):
+        pass
+    except Exception:
+        remote.send(("crash", traceback.format_exc()))
+
+
+class SC2VecEnv:
+    """One StarCraft II game per subprocess; a crashed game is restarted and its episode ends."""
+
+    def __init__(self, map_name, num_envs, seed, env_fn=None):
+        self.env_fn = env_fn or make_sc2_env
+        self.map_name, self.seed, self.num_envs, self.restarts = map_name, seed, num_envs, 0
+        self.ctx = mp.get_context("fork")
+        self.workers, self.first = [None] * num_envs, [None] * num_envs
+        for i in range(num_envs):
+            self._start(i)
+        info = self.first[0][0]
+        self.num_agents, self.num_actions, self.episode_limit = info["n_agents"], info["n_actions"], info["episode_limit"]
+        self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
+
+    def _start(self, i):
+        if self.workers[i] is not None:
+            self.workers[i][1].kill()
+        remote, child = self.ctx.Pipe()
+        seed = self.seed + 1000 * i + 100_000 * self.restarts
+        proc = self.ctx.Process(target=sc2_worker, args=(child, lambda: self.env_fn(self.map_name, seed)), daemon=True)
+        proc.start()
+        child.close()
+        self.workers[i] = (remote, proc)
+        status, payload = self._recv(i)
+        if status != "ok":
+            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{payload}")
+        self.first[i] = payload
+
+    def _recv(self, i):
+        try:
+            return self.workers[i][0].recv()
+        except (EOFError, ConnectionError):
+            return "crash", "the worker process died"
+
+    def reset(self):
+        return {k: np.stack([f[1][k] for f in self.first]) for k in self.first[0][1]}
+
+    def step_async(self, actions):
+        for (remote, _), a in zip(self.workers, actions):
+            remote.send(("step", a.tolist()))
+
+    def step_wait(self):
+        results = []
+        for i in range(self.num_envs):
+            status, payload = self._recv(i)
+            if status != "ok":
+                print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{payload}")
+                self.restarts += 1
+                self._start(i)
+                payload = (self.first[i][1], 0.0, True, False)
+            results.append(payload)
+        obs = {k: np.stack([r[0][k] for r in results]) for k in results[0][0]}
+        reward, done, won = (np.array([r[j] for r in results]) for j in (1, 2, 3))
+        return obs, reward.astype(np.float32), done, won
+
+    def close(self):
+        for remote, proc in self.workers:
+            try:
+                remote.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+            proc.join(timeout=5)
+
+
+def make_envs(args, num_envs, seed):
+    if args.env_backend == "smax":
+        return SMAXVecEnv(args.map_name, num_envs, seed)
+    try:
+        import smacv2  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"error: --env-backend sc2 needs smacv2, which is not installed. {SC2_INSTALL}.")
+    if not os.path.isdir(os.environ.get("SC2PATH", os.path.expanduser("~/StarCraftII"))):
+        raise SystemExit(f"error: StarCraft II not found (SC2PATH is unset or wrong). {SC2_INSTALL}.")
+    return SC2VecEnv(args.map_name, num_envs, seed)
+
+
+def agent_inputs(raw, last_actions, num_actions):
+    """Actor: obs + id + last action. Critic: (state + obs) * alive, + id (death masking keeps the id)."""
+    obs, alive = torch.as_tensor(raw["obs"]), torch.as_tensor(raw["alive"]).float().unsqueeze(-1)
+    num_envs, n = obs.shape[:2]
+    ids = torch.eye(n).expand(num_envs, n, n)
+    actor_x = torch.cat([obs, ids, nn.functional.one_hot(last_actions, num_actions).float()], -1)
+    state = torch.as_tensor(raw["state"]).unsqueeze(1).expand(num_envs, n, -1)
+    critic_x = torch.cat([torch.cat([state, obs], -1) * alive, ids], -1)
+    return actor_x, critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
+
+
+# TRY NOT TO MODIFY: networks
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class RecurrentMLP(nn.Module):
+    """LayerNorm -> 2 x (Linear, ReLU, LayerNorm) -> optional GRU + LayerNorm -> linear head."""
+
+    def __init__(self, in_dim, out_dim, hidden, recurrent, head_std):
+        super().__init__()
+        self.base = nn.Sequential(
+            nn.LayerNorm(in_dim), layer_init(nn.Linear(in_dim, hidden)), nn.ReLU(), nn.LayerNorm(hidden),
+            layer_init(nn.Linear(hidden, hidden)), nn.ReLU(), nn.LayerNorm(hidden),
+        )
+        self.gru = nn.GRUCell(hidden, hidden) if recurrent else None
+        if recurrent:
+            for name, p in self.gru.named_parameters():
+                nn.init.orthogonal_(p) if "weight" in name else nn.init.zeros_(p)
+            self.gru_norm = nn.LayerNorm(hidden)
+        self.head = layer_init(nn.Linear(hidden, out_dim), std=head_std)
+
+    def forward(self, x, h, starts):
+        """x (L, B, d), h (B, H) hidden before step 0, starts (L, B) 1 where an episode begins."""
+        z = self.base(x)
+        if self.gru is not None:
+            outs = []
+            for t in range(x.shape[0]):
+                h = self.gru(z[t], h * (1.0 - starts[t]).unsqueeze(-1))
+                outs.append(h)
+            z = self.gru_norm(torch.stack(outs))
+        return self.head(z), h
+
+
+def masked_logits(logits, avail):
+    return torch.where(avail, logits, torch.full_like(logits, -1e10))
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def normalize_advantages(advantages, alive):
+    mean = masked_mean(advantages, alive)
+    std = masked_mean((advantages - mean) ** 2, alive).sqrt()
+    return (advantages - mean) / (std + 1e-5)
+
+
+# TRY NOT TO MODIFY: machinery shared by every script (ALGORITHMS.md, "Machinery")
+class ValueNorm(nn.Module):
+    """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
+
+    def __init__(self, shape=(), beta=0.99999, var_floor=1e-2):
+        super().__init__()
+        self.beta, self.var_floor = beta, var_floor
+        self.register_buffer("running_mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("running_mean_sq", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("debiasing_term", torch.zeros((), dtype=torch.float64))
+
+    def mean_var(self):
+        debias = self.debiasing_term.clamp(min=1e-5)
+        mean = self.running_mean / debias
+        var = (self.running_mean_sq / debias - mean**2).clamp(min=self.var_floor)
+        return mean.float(), var.float()
+
+    @torch.no_grad()
+    def update(self, x):
+        x = x.detach().double().reshape(-1, *self.running_mean.shape)
+        self.running_mean.mul_(self.beta).add_(x.mean(0) * (1 - self.beta))
+        self.running_mean_sq.mul_(self.beta).add_((x**2).mean(0) * (1 - self.beta))
+        self.debiasing_term.mul_(self.beta).add_(1 - self.beta)
+
+    def normalize(self, x):
+        mean, var = self.mean_var()
+        return (x - mean) / var.sqrt()
+
+    def denormalize(self, x):
+        mean, var = self.mean_var()
+        return x * var.sqrt() + mean
+
+
+def huber(x, delta):
+    """Huber loss on both tails: x^2/2 inside |x| <= delta, delta*(|x| - delta/2) outside."""
+    a = x.abs()
+    return torch.where(a <= delta, 0.5 * x**2, delta * (a - 0.5 * delta))
+
+
+def value_loss_fn(new_values, old_values, returns_norm, clip_coef, huber_delta):
+    """max(Huber(V - R), Huber(V_clip - R)), V_clip = V_old + clamp(V - V_old, -eps, eps); plain mean."""
+    clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
+    return torch.max(huber(new_values - returns_norm, huber_delta), huber(clipped - returns_norm, huber_delta)).mean()
+
+
+def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
+    """GAE(lambda). rewards, continues: (T, E) or (T, E, n); values: (T, E, n); bootstrap_value: (E, n).
+
+    delta_t = r_t + gamma * continues_t * V(t+1) - V(t);  A_t = delta_t + gamma * lambda * continues_t * A_{t+1}.
+    Values are denormalised. A time-limit truncation at t is passed as continues_t = 0 with
+    gamma * V(final obs) already added to r_t, which bootstraps and cuts the trace at once.
+    """
+    if rewards.dim() == 2:
+        rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
+    rewards, continues = rewards.expand_as(values), continues.expand_as(values)
+    advantages = torch.zeros_like(values)
+    next_value, next_adv = bootstrap_value, torch.zeros_like(bootstrap_value)
+    for t in reversed(range(values.shape[0])):
+        delta = rewards[t] + gamma * continues[t] * next_value - values[t]
+        next_adv = delta + gamma * gae_lambda * continues[t] * next_adv
+        advantages[t] = next_adv
+        next_value = values[t]
+    return advantages
+
+
+# TRY NOT TO MODIFY: rollout storage and sequence minibatches
+def to_chunks(x, chunk):
+    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L)."""
+    T, E = x.shape[:2]
+    return x.reshape(T // chunk, chunk, E, *x.shape[2:]).transpose(0, 1).reshape(chunk, (T // chunk) * E, *x.shape[2:])
+
+
+def chunk_starts(x, chunk):
+    """(T, E, ...) -> (C*E, ...): the entry at the first step of every chunk."""
+    T, E = x.shape[:2]
+    return x.reshape(T // chunk, chunk, E, *x.shape[2:])[:, 0].reshape((T // chunk) * E, *x.shape[2:])
+
+
+def evaluate_sequences(actor, critic, mb):
+    """Re-run actor and critic over (L, B, n) sequences; returns log-probs, entropy, values, logits."""
+    L, B, n = mb["actions"].shape
+    starts = mb["starts"].unsqueeze(-1).expand(L, B, n).reshape(L, B * n)
+    logits, _ = actor(mb["actor_x"].reshape(L, B * n, -1), mb["h_actor"].reshape(B * n, -1), starts)
+    values, _ = critic(mb["critic_x"].reshape(L, B * n, -1), mb["h_critic"].reshape(B * n, -1), starts)
+    dist = Categorical(logits=masked_logits(logits.reshape(L, B, n, -1), mb["avail"]))
+    return dist.log_prob(mb["actions"]), dist.entropy(), values.reshape(L, B, n)
+
+
+@torch.no_grad()
+def greedy_evaluation(actor, envs, episodes, args, device):
+    """Greedy actions until every eval env has finished ceil(episodes / num_envs) episodes."""
+    quota = math.ceil(episodes / envs.num_envs)
+    raw, counts = envs.reset(), np.zeros(envs.num_envs, dtype=int)
+    h = torch.zeros(envs.num_envs * envs.num_agents, args.hidden_dim, device=device)
+    last = torch.zeros(envs.num_envs, envs.num_agents, dtype=torch.long)
+    starts, returns, ep_ret, wins = torch.ones(1, envs.num_envs * envs.num_agents, device=device), [], np.zeros(envs.num_envs), []
+    while counts.min() < quota:
+        actor_x, _, avail, _ = agent_inputs(raw, last, envs.num_actions)
+        logits, h = actor(actor_x.reshape(1, -1, actor_x.shape[-1]).to(device), h, starts)
+        actions = masked_logits(logits.reshape(avail.shape), avail.to(device)).argmax(-1).cpu()
+        envs.step_async(actions.numpy())
+        raw, reward, done, won = envs.step_wait()
+        ep_ret += reward
+        for e in np.flatnonzero(done):
+            if counts[e] < quota:
+                returns.append(ep_ret[e]), wins.append(float(won[e]))
+            counts[e] += 1
+            ep_ret[e] = 0.0
+        last = actions * torch.as_tensor(~done).unsqueeze(-1)
+        starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
+    return float(np.mean(wins)), float(np.mean(returns))
+
+
+def save_checkpoint(path, **state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    # TRY NOT TO MODIFY: setup
+    args = parse_args()
+    checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    if args.resume and checkpoint is None:
+        raise SystemExit(f"error: cannot read checkpoint {args.resume}.")
+    run_name = checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    envs = make_envs(args, args.num_envs, args.seed)
+    eval_envs = make_envs(args, args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs), args.seed + 10_000)
+    n, A = envs.num_agents, envs.num_actions
+    check_algo_args(args, n)
+    actor_dim, critic_dim = envs.obs_dim + n + A, envs.state_dim + envs.obs_dim + n
+    actor = RecurrentMLP(actor_dim, A, args.hidden_dim, args.recurrent, 0.01).to(device)
+    critic = RecurrentMLP(critic_dim, 1, args.hidden_dim, args.recurrent, 1.0).to(device)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, eps=1e-5)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.critic_learning_rate, eps=1e-5)
+    value_norm = ValueNorm().to(device)
+    global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
+    if checkpoint:
+        for module, key in ((actor, "actor"), (critic, "critic"), (actor_optimizer, "actor_optimizer"),
+                            (critic_optimizer, "critic_optimizer"), (value_norm, "value_norm")):
+            module.load_state_dict(checkpoint[key])
+        random.setstate(checkpoint["python_rng"]), np.random.set_state(checkpoint["numpy_rng"]), torch.set_rng_state(checkpoint["torch_rng"])
+        global_step, start_iteration, next_eval = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["next_eval"]
+        sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
+        print(f"resumed {run_name} from {args.resume} at global_step={global_step}")
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=run_name.replace("|", "_"), resume="allow", save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    T, E, L = args.num_steps, args.num_envs, args.data_chunk_length
+    buf = dict(
+        actor_x=torch.zeros(T, E, n, actor_dim), critic_x=torch.zeros(T, E, n, critic_dim),
+        avail=torch.zeros(T, E, n, A, dtype=torch.bool), actions=torch.zeros(T, E, n, dtype=torch.long),
+        logprobs=torch.zeros(T, E, n), values=torch.zeros(T, E, n), alive=torch.zeros(T, E, n),
+        h_actor=torch.zeros(T, E, n, args.hidden_dim), h_critic=torch.zeros(T, E, n, args.hidden_dim),
+        starts=torch.zeros(T, E), rewards=torch.zeros(T, E), continues=torch.zeros(T, E),
+    )
+    raw = envs.reset()
+    last_actions = torch.zeros(E, n, dtype=torch.long)
+    h_actor = torch.zeros(E * n, args.hidden_dim, device=device)
+    h_critic = torch.zeros(E * n, args.hidden_dim, device=device)
+    starts = torch.ones(E)
+    ep_return, recent_returns, recent_wins = np.zeros(E), [], []
+    eval_win_rate, eval_return = float("nan"), float("nan")
+    start_time, start_step = time.time(), global_step
+
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        # TRY NOT TO MODIFY: rollout
+        t0 = time.time()
+        actor.eval(), critic.eval()
+        for step in range(T):
+            actor_x, critic_x, avail, alive = agent_inputs(raw, last_actions, A)
+            buf["h_actor"][step], buf["h_critic"][step] = h_actor.view(E, n, -1).cpu(), h_critic.view(E, n, -1).cpu()
+            with torch.no_grad():
+                s = starts.to(device).repeat_interleave(n).unsqueeze(0)
+                logits, h_actor = actor(actor_x.view(1, E * n, -1).to(device), h_actor, s)
+                dist = Categorical(logits=masked_logits(logits.view(E, n, A), avail.to(device)))
+                actions = dist.sample()
+                envs.step_async(actions.cpu().numpy())  # the env steps while the critic runs
+                value, h_critic = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)
+            buf["actor_x"][step], buf["critic_x"][step], buf["avail"][step], buf["alive"][step] = actor_x, critic_x, avail, alive
+            buf["actions"][step], buf["logprobs"][step] = actions.cpu(), dist.log_prob(actions).cpu()
+            buf["values"][step], buf["starts"][step] = value.view(E, n).cpu(), starts
+            raw, reward, done, won = envs.step_wait()
+            global_step += E
+            done_t = torch.as_tensor(done)
+            buf["rewards"][step], buf["continues"][step] = torch.as_tensor(reward), (~done_t).float()
+            last_actions, starts = actions.cpu() * (~done_t).unsqueeze(-1), done_t.float()
+            ep_return += reward
+            for e in np.flatnonzero(done):
+                recent_returns.append(ep_return[e]), recent_wins.append(float(won[e]))
+                ep_return[e] = 0.0
+        with torch.no_grad():
+            _, critic_x, _, _ = agent_inputs(raw, last_actions, A)
+            s = starts.to(device).repeat_interleave(n).unsqueeze(0)
+            next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n).cpu()
+        sampling_time = time.time() - t0
+
+        # ALGO LOGIC: advantages and the sequential HAPPO update (random order, cumulative blocks)
+        t0 = time.time()
+        actor.train(), critic.train()
+        values_denorm = value_norm.denormalize(buf["values"])
+        advantages = compute_gae(buf["rewards"], values_denorm, value_norm.denormalize(next_value), buf["continues"], args.gamma, args.gae_lambda)
+        returns = advantages + values_denorm
+        norm_adv = normalize_advantages(advantages, buf["alive"])
+        data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
+        data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
+        data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
+        num_sequences = data["h_actor"].shape[0]
+        stats = defaultdict(list)
+        for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
+            blocks = torch.tensor_split(torch.randperm(n), args.num_blocks)
+            for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
+                in_stage = torch.zeros(n, device=device)
+                in_stage[torch.cat(blocks[: stage + 1])] = 1.0
+                perm = torch.randperm(num_sequences)
+                for start in range(0, num_sequences, args.minibatch_size):
+                    idx = perm[start : start + args.minibatch_size]
+                    mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
+                    new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
+                    logratio = new_logprob - mb["logprobs"]
+                    alive = mb["alive"] * in_stage
+                    pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef)
+                    entropy_loss = masked_mean(entropy, alive)
+                    value_norm.update(mb["returns"])
+                    v_loss = value_loss_fn(new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta)
+                    actor_optimizer.zero_grad(), critic_optimizer.zero_grad()
+                    (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
+                    nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                    actor_optimizer.step(), critic_optimizer.step()
+                    with torch.no_grad():
+                        info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
+                    for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
+                        stats[k].append(v.item())
+        updating_time = time.time() - t0
+
+        # TRY NOT TO MODIFY: logging, evaluation and checkpoints
+        sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        var_returns = returns.var()
+        explained_var = float("nan") if var_returns == 0 else (1 - (returns - values_denorm).var() / var_returns).item()
+        for k, v in stats.items():
+            if v:
+                writer.add_scalar(k if "/" in k else f"losses/{k}", float(np.mean(v)), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("charts/learning_rate", actor_optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("time/sampling_s", sampling_time, global_step)
+        writer.add_scalar("time/updating_s", updating_time, global_step)
+        if recent_returns:
+            writer.add_scalar("charts/episodic_return", float(np.mean(recent_returns)), global_step)
+            writer.add_scalar("charts/win_rate", float(np.mean(recent_wins)), global_step)
+        train_win = float(np.mean(recent_wins)) if recent_wins else float("nan")
+        recent_returns, recent_wins = [], []
+        if global_step >= next_eval or iteration == args.num_iterations:
+            actor.eval()
+            eval_win_rate, eval_return = greedy_evaluation(actor, eval_envs, args.eval_episodes, args, device)
+            writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
+            writer.add_scalar("eval/episodic_return", eval_return, global_step)
+            next_eval = global_step + args.eval_interval
+            if args.save_model:
+                save_checkpoint(
+                    os.path.join(run_dir, "checkpoint.pt"), run_name=run_name, args=vars(args), global_step=global_step,
+                    iteration=iteration, next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total,
+                    actor=actor.state_dict(), critic=critic.state_dict(), actor_optimizer=actor_optimizer.state_dict(),
+                    critic_optimizer=critic_optimizer.state_dict(), value_norm=value_norm.state_dict(),
+                    python_rng=random.getstate(), numpy_rng=np.random.get_state(), torch_rng=torch.get_rng_state(),
+                )
+        print(f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
+              f"eval_win {eval_win_rate:.3f} (sample {sampling_time:.2f}s, update {updating_time:.2f}s)", flush=True)
+
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step,
+                       wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total,
+                       final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args)), f, indent=1)
+    envs.close(), eval_envs.close()
+    writer.close()

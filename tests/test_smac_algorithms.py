@@ -1,0 +1,131 @@
+"""Each algorithm's own parts on small hand-made tensors: surrogates, PreOPC, order, adaptive clip."""
+import math
+
+import pytest
+import torch
+
+from helpers import load_script
+
+R = torch.tensor([1.3, 0.7, 1.05])  # ratios of agents 0, 1, 2 at one (t, env)
+A = torch.tensor([1.0, -2.0, 0.5])  # advantages
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    return {name: load_script(name) for name in ("mappo_smac", "coppo_smac", "happo_smac", "a2po_smac")}
+
+
+def call(scripts, name, logratio, adv, mask):
+    m = scripts[name]
+    extra = {"mappo_smac": (0.2,), "coppo_smac": (0.2, 0.1), "happo_smac": (0.2,),
+             "a2po_smac": (torch.tensor([0.2, 0.1, 0.15]),)}[name]
+    return m.surrogate_loss(logratio.view(1, 1, 3), adv.view(1, 1, 3), mask.view(1, 1, 3), *extra)[0]
+
+
+@pytest.mark.parametrize("name, expected", [
+    # each agent alone: min(1.3*1, 1.2*1) = 1.2;  min(0.7*-2, 0.8*-2) = -1.6;  1.05*0.5 = 0.525
+    ("mappo_smac", -(1.2 - 1.6 + 0.525) / 3),
+    # l_i = r_i * clip(prod_others, 0.9, 1.1): 1.3*0.9 = 1.17 -> 1.17;  0.7*1.1 = 0.77 -> clip 0.8 -> -1.6;
+    # 1.05*0.91 = 0.9555 -> 0.477750
+    ("coppo_smac", -(1.17 - 1.6 + 0.47775) / 3),
+    # M_i = prod_others unclipped (0.735, 1.365, 0.91) times the PPO terms (1.2, -1.6, 0.525)
+    ("happo_smac", -(0.735 * 1.2 - 1.365 * 1.6 + 0.91 * 0.525) / 3),
+    # eps = (0.2, 0.1, 0.15): g = clip(prod_others, 1 +- eps/2) = (0.9, 1.05, 0.925);
+    # l = (1.17, 0.735, 0.97125) -> min(l A, clip(l, 1 +- eps) A) = (1.17, -1.8, 0.485625)
+    ("a2po_smac", -(1.17 - 1.8 + 0.485625) / 3),
+])
+def test_surrogate_value_by_hand(scripts, name, expected):
+    loss = call(scripts, name, R.log(), A, torch.ones(3))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"])
+@pytest.mark.parametrize("agent", [0, 1, 2])
+def test_gradient_flows_only_through_the_agents_own_log_prob(scripts, name, agent):
+    new_logprob = torch.log(torch.tensor([1.02, 0.97, 1.01])).requires_grad_()
+    mask = torch.zeros(3)
+    mask[agent] = 1.0
+    call(scripts, name, new_logprob - 0.0, torch.ones(3), mask).backward()
+    grad = new_logprob.grad
+    assert grad[agent] != 0, "agent i's own ratio is inside the trust region: it must get a gradient"
+    assert (grad[[j for j in range(3) if j != agent]] == 0).all(), "the other agents' product must be detached"
+
+
+# ---------------------------------------------------------------- A2PO's pure functions
+@pytest.fixture(scope="module")
+def a2po(scripts):
+    return scripts["a2po_smac"]
+
+
+def test_preopc_equals_gae_when_ratios_are_one(a2po):
+    torch.manual_seed(0)
+    T, E, n = 17, 3, 4
+    rewards, values, boot = torch.randn(T, E), torch.randn(T, E, n), torch.randn(E, n)
+    continues = (torch.rand(T, E) > 0.1).float()
+    gae = a2po.compute_gae(rewards, values, boot, continues, 0.99, 0.95)
+    preopc = a2po.compute_preopc(rewards, values, boot, continues, torch.ones(T, E, n), 0.99, 0.95)
+    assert torch.allclose(gae, preopc)
+
+
+def hand_case(a2po, ratios, continues=(1.0, 1.0, 1.0)):
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([0.5, 1.0, -1.0]).view(3, 1, 1)
+    return a2po.compute_preopc(rewards, values, torch.tensor([[4.0]]), torch.tensor(continues).view(3, 1),
+                               torch.tensor(ratios).view(3, 1, 1), 0.9, 0.8).flatten()
+
+
+def test_preopc_by_hand_with_ratios_above_and_below_one(a2po):
+    # delta = (1.4, -1.9, 6.6);  A2 = 6.6;  A1 = -1.9 + 0.9*0.8*min(1, 0.5)*6.6 = 0.476;
+    # A0 = 1.4 + 0.9*0.8*min(1, 2.0)*0.476 = 1.74272
+    assert torch.allclose(hand_case(a2po, [0.3, 2.0, 0.5]), torch.tensor([1.74272, 0.476, 6.6]))
+
+
+def test_ratio_at_t_does_not_enter_a_t(a2po):
+    base = hand_case(a2po, [0.3, 2.0, 0.5])
+    assert torch.equal(hand_case(a2po, [0.01, 2.0, 0.5]), base), "rho_0 enters no advantage"
+    changed = hand_case(a2po, [0.3, 2.0, 0.25])
+    assert changed[2] == base[2] and changed[1] != base[1], "rho_2 enters A_1 but not A_2"
+
+
+def test_preopc_trace_never_crosses_an_episode_end(a2po):
+    # the episode ends at t=1: A1 = delta1 = 0 - 1 = -1; A0 = 1.4 + 0.72*(-1) = 0.68; A2 = 6.6
+    out = hand_case(a2po, [0.3, 2.0, 0.5], continues=(1.0, 0.0, 1.0))
+    assert torch.allclose(out, torch.tensor([0.68, -1.0, 6.6]))
+    assert torch.equal(hand_case(a2po, [0.3, 2.0, 0.01], continues=(1.0, 0.0, 1.0))[:2], out[:2])
+
+
+def test_adaptive_clip_formula(a2po):
+    eps, c, n = 0.2, 0.5, 5
+    for k in range(1, n + 1):
+        assert a2po.adaptive_clip(eps, k, n, c) == pytest.approx(eps * c + eps * (1 - c) * k / n)
+    assert a2po.adaptive_clip(eps, n, n, c) == pytest.approx(eps)
+    assert a2po.adaptive_clip(eps, 1, 4, 0.5) == pytest.approx(0.125)
+
+
+def test_semi_greedy_order_is_a_permutation_with_greedy_even_k(a2po):
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 8, 27):
+        for _ in range(20):
+            scores = torch.rand(n, generator=g)
+            order = a2po.semi_greedy_order(scores, g)
+            assert sorted(order) == list(range(n))
+            for p in range(1, n, 2):  # the talk's k = p + 1 even: greedy among the remaining agents
+                remaining = [i for i in range(n) if i not in order[:p]]
+                assert order[p] == max(remaining, key=lambda i: scores[i].item())
+
+
+def test_semi_greedy_odd_k_is_uniform_over_the_remaining_agents(a2po):
+    g = torch.Generator().manual_seed(1)
+    n, draws = 5, 5000
+    scores = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    first, third = torch.zeros(n), torch.zeros(n)
+    for _ in range(draws):
+        order = a2po.semi_greedy_order(scores, g)
+        first[order[0]] += 1
+        third[order[2]] += 1
+    # k = 1: uniform over all 5 agents; chi-square with 4 dof, 99.9% quantile 18.47
+    chi2 = ((first - draws / n) ** 2 / (draws / n)).sum().item()
+    assert chi2 < 18.47, first
+    # k = 3: uniform over the 3 agents left after a random first and the greedy second
+    assert (third > 0).sum() >= 3 and third.max() / draws < 0.5
+    assert math.isclose(third.sum().item(), draws)
