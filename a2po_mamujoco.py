@@ -150,6 +150,15 @@ CUSTOM_PARTITIONS = {
 }
 
 
+def apply_presets(args, argv):
+    """Apply TASK_PRESETS[scenario] to the fields whose flag is not in argv."""
+    given = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    for key, value in TASK_PRESETS.get(args.scenario, {}).items():
+        if key not in given:
+            setattr(args, key, value)
+    return args
+
+
 def valid_confs(scenario):
     return BUILTIN_CONFS.get(scenario, []) + [c for s, c in CUSTOM_PARTITIONS if s == scenario]
 
@@ -510,11 +519,7 @@ def semi_greedy_order(scores, generator):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
-    for key, value in TASK_PRESETS.get(args.scenario, {}).items():
-        if key not in given:
-            setattr(args, key, value)
+    args = apply_presets(tyro.cli(Args), sys.argv[1:])
     check_task(args.scenario, args.agent_conf)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
