@@ -269,6 +269,7 @@ class SMAXVecEnv:
             key, sub = jax.random.split(key)
             return (key, *jax.vmap(step_one)(jax.random.split(sub, num_envs), states, actions))
 
+        self.step_all = step_all  # (key, states, actions) -> (key, states, obs, reward, done, won), for benchmarks
         self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
         self._key = jax.random.PRNGKey(seed)
         self._pending = None
@@ -640,12 +641,13 @@ if __name__ == "__main__":
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     T, E, L = args.num_steps, args.num_envs, args.data_chunk_length
+    zeros = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
     buf = dict(
-        actor_x=torch.zeros(T, E, n, actor_dim), critic_x=torch.zeros(T, E, n, critic_dim),
-        avail=torch.zeros(T, E, n, A, dtype=torch.bool), actions=torch.zeros(T, E, n, dtype=torch.long),
-        logprobs=torch.zeros(T, E, n), values=torch.zeros(T, E, n), alive=torch.zeros(T, E, n),
-        h_actor=torch.zeros(T, E, n, args.hidden_dim), h_critic=torch.zeros(T, E, n, args.hidden_dim),
-        starts=torch.zeros(T, E), rewards=torch.zeros(T, E), continues=torch.zeros(T, E),
+        actor_x=zeros(T, E, n, actor_dim), critic_x=zeros(T, E, n, critic_dim),
+        avail=zeros(T, E, n, A, dtype=torch.bool), actions=zeros(T, E, n, dtype=torch.long),
+        logprobs=zeros(T, E, n), values=zeros(T, E, n), alive=zeros(T, E, n),
+        h_actor=zeros(T, E, n, args.hidden_dim), h_critic=zeros(T, E, n, args.hidden_dim),
+        starts=zeros(T, E), rewards=zeros(T, E), continues=zeros(T, E),
     )
     raw = envs.reset()
     last_actions = torch.zeros(E, n, dtype=torch.long)
@@ -662,7 +664,7 @@ if __name__ == "__main__":
         actor.eval(), critic.eval()
         for step in range(T):
             actor_x, critic_x, avail, alive = agent_inputs(raw, last_actions, A)
-            buf["h_actor"][step], buf["h_critic"][step] = h_actor.view(E, n, -1).cpu(), h_critic.view(E, n, -1).cpu()
+            buf["h_actor"][step], buf["h_critic"][step] = h_actor.view(E, n, -1), h_critic.view(E, n, -1)
             with torch.no_grad():
                 s = starts.to(device).repeat_interleave(n).unsqueeze(0)
                 logits, h_actor = actor(actor_x.view(1, E * n, -1).to(device), h_actor, s)
@@ -671,8 +673,8 @@ if __name__ == "__main__":
                 envs.step_async(actions.cpu().numpy())  # the env steps while the critic runs
                 value, h_critic = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)
             buf["actor_x"][step], buf["critic_x"][step], buf["avail"][step], buf["alive"][step] = actor_x, critic_x, avail, alive
-            buf["actions"][step], buf["logprobs"][step] = actions.cpu(), dist.log_prob(actions).cpu()
-            buf["values"][step], buf["starts"][step] = value.view(E, n).cpu(), starts
+            buf["actions"][step], buf["logprobs"][step] = actions, dist.log_prob(actions)
+            buf["values"][step], buf["starts"][step] = value.view(E, n), starts
             raw, reward, done, won = envs.step_wait()
             global_step += E
             done_t = torch.as_tensor(done)
@@ -685,7 +687,7 @@ if __name__ == "__main__":
         with torch.no_grad():
             _, critic_x, _, _ = agent_inputs(raw, last_actions, A)
             s = starts.to(device).repeat_interleave(n).unsqueeze(0)
-            next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n).cpu()
+            next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n)
         sampling_time = time.time() - t0
 
         # ALGO LOGIC: advantages and the simultaneous CoPPO update
