@@ -14,7 +14,9 @@ Implementation details
    and the raw observation is needed anyway), observations converted with gfootball's own
    Simple115StateWrapper.convert_observation (simple115v2, fixed positions); the "checkpoints" reward is
    re-implemented in `checkpoint_reward` (same rule as gfootball's CheckpointRewardWrapper; a test compares
-   the two). One game per subprocess worker (multiprocessing Pipe), stepped in lockstep.
+   the two). One game per subprocess worker (multiprocessing Pipe). The rollout does not step in
+   lockstep: a worker gets its next action as soon as its result arrives (the waiting envs are batched),
+   so no worker idles behind the slowest one (game resets cost ~5 steps) on a shared machine.
 2. Agents are the `--num-agents` controlled left players (default: all field players; the 5_vs_5 keeper is
    not controllable). gfootball assigns which player each agent slot drives; actor i sees simple115v2 of its
    slot plus a one-hot id, critic i sees all slots' simple115v2 concatenated plus the one-hot id.
@@ -50,11 +52,13 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait as connection_wait
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import tyro
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
@@ -279,7 +283,7 @@ def env_worker(remote, env_kwargs):
 
 
 class FootballVecEnv:
-    """`num_envs` GRFEnv games, one per subprocess worker, stepped in lockstep."""
+    """`num_envs` GRFEnv games, one per subprocess worker; stepped one env at a time (send/wait/recv) or in lockstep."""
 
     def __init__(self, num_envs, seed, **env_kwargs):
         ctx = mp.get_context("fork")
@@ -298,10 +302,22 @@ class FootballVecEnv:
             remote.send(("reset", None))
         return np.stack([remote.recv() for remote in self.remotes])
 
+    def send(self, e, action):
+        self.remotes[e].send(("step", action))
+
+    def wait(self, envs):
+        """The envs among `envs` whose step result has arrived (blocks until there is one)."""
+        arrived = connection_wait([self.remotes[e] for e in envs])
+        return [e for e in envs if self.remotes[e] in arrived]
+
+    def recv(self, e):
+        return self.remotes[e].recv()
+
     def step(self, actions):
-        for remote, action in zip(self.remotes, actions):
-            remote.send(("step", action))
-        obs, rewards, dones, truncs, final_obs, infos = zip(*[remote.recv() for remote in self.remotes])
+        """Lockstep step of every env (evaluation)."""
+        for e, action in enumerate(actions):
+            self.send(e, action)
+        obs, rewards, dones, truncs, final_obs, infos = zip(*[self.recv(e) for e in range(self.num_envs)])
         return np.stack(obs), np.array(rewards, dtype=np.float32), np.array(dones), np.array(truncs), final_obs, infos
 
     def close(self):
@@ -327,14 +343,44 @@ def mlp(in_dim, hidden_dim, out_dim, out_gain):
     )
 
 
-def actor_input(obs, i, eye):
-    """Agent i's own simple115v2 plus its one-hot id; obs (..., n, 115)."""
-    return torch.cat([obs[..., i, :], eye[i].expand(*obs.shape[:-2], -1)], -1)
+def sample_action(logits, noise):
+    """Gumbel-max draw from Categorical(logits) with uniform `noise` from the env's own generator, so the draws do
+    not depend on which envs happen to be batched together; returns (action, log-prob)."""
+    action = (logits - torch.log(-torch.log(noise.clamp(min=1e-20)))).argmax(-1)
+    return action, torch.log_softmax(logits, -1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
 
-def critic_input(obs, i, eye):
-    """Every agent's simple115v2 concatenated plus agent i's one-hot id (centralised critic of agent i)."""
-    return torch.cat([obs.flatten(-2), eye[i].expand(*obs.shape[:-2], -1)], -1)
+def actor_inputs(obs, eye):
+    """(n, B, 115 + n): agent i's own simple115v2 plus its one-hot id; obs (B, n, 115)."""
+    B, n = obs.shape[:2]
+    return torch.cat([obs.transpose(0, 1), eye.unsqueeze(1).expand(n, B, n)], -1)
+
+
+def critic_inputs(obs, eye):
+    """(n, B, 115 n + n): all agents' simple115v2 concatenated plus agent i's one-hot id (centralised critic i)."""
+    B, n = obs.shape[:2]
+    return torch.cat([obs.reshape(1, B, -1).expand(n, B, -1), eye.unsqueeze(1).expand(n, B, n)], -1)
+
+
+def stack_params(nets):
+    """The parameters of n identical MLPs stacked along a leading agent dimension (a detached snapshot)."""
+    return [torch.stack(ps).detach() for ps in zip(*[net.parameters() for net in nets])]
+
+
+def stacked_forward(nets, params, x):
+    """nets[i](x[i]) for every i in one pass of batched matmuls, params = stack_params(nets). The rollout's hot
+    path: 2n small module calls per step would cost the env workers a good share of the CPU."""
+    params = iter(params)
+    for layer in nets[0]:
+        if isinstance(layer, nn.LayerNorm):
+            weight, bias = next(params), next(params)
+            x = F.layer_norm(x, layer.normalized_shape, eps=layer.eps) * weight.unsqueeze(1) + bias.unsqueeze(1)
+        elif isinstance(layer, nn.Linear):
+            weight, bias = next(params), next(params)
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        else:
+            x = layer(x)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,10 +496,10 @@ def aggregate_games(infos):
 def evaluate(actors, envs, num_episodes, eye, device):
     """Greedy play until each eval env has finished its share of `num_episodes` games; mean metrics."""
     quotas = [num_episodes // envs.num_envs + (e < num_episodes % envs.num_envs) for e in range(envs.num_envs)]
-    finished, games = [0] * envs.num_envs, []
+    finished, games, params = [0] * envs.num_envs, [], stack_params(actors)
     obs = torch.tensor(envs.reset(), device=device)
     while any(f < q for f, q in zip(finished, quotas)):
-        actions = torch.stack([actors[i](actor_input(obs, i, eye)).argmax(-1) for i in range(len(actors))], -1)
+        actions = stacked_forward(actors, params, actor_inputs(obs, eye)).argmax(-1).T
         next_obs, _, _, _, _, infos = envs.step(actions.cpu().numpy())
         obs = torch.tensor(next_obs, device=device)
         for e, info in enumerate(infos):
@@ -507,6 +553,7 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)  # the env workers need the cores; the networks are small
     order_gen = torch.Generator().manual_seed(args.seed)
+    env_gens = [torch.Generator().manual_seed(args.seed * 100_003 + e) for e in range(E)]  # action noise per env
     start_iteration = ckpt["iteration"] + 1 if ckpt else 1
 
     env_kwargs = dict(env_name=args.env_name, num_agents=n, rewards=args.rewards)
@@ -534,6 +581,8 @@ if __name__ == "__main__":
         np.random.set_state(ckpt["numpy_rng"])
         random.setstate(ckpt["python_rng"])
         order_gen.set_state(ckpt["order_rng"])
+        for gen, state in zip(env_gens, ckpt["env_rngs"]):
+            gen.set_state(state)
         global_step, sampling_total, updating_total = ckpt["global_step"], ckpt["sampling_s"], ckpt["updating_s"]
         wall_before, last_eval = ckpt["wall_time_s"], ckpt["last_eval"]
 
@@ -541,7 +590,7 @@ if __name__ == "__main__":
         state = dict(actors=actors.state_dict(), critics=critics.state_dict(), value_norms=value_norms.state_dict(),
                      actor_opts=[o.state_dict() for o in actor_opts], critic_opts=[o.state_dict() for o in critic_opts],
                      torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
-                     order_rng=order_gen.get_state(), global_step=global_step, iteration=iteration, run_name=run_name,
+                     order_rng=order_gen.get_state(), env_rngs=[g.get_state() for g in env_gens], global_step=global_step, iteration=iteration, run_name=run_name,
                      sampling_s=sampling_total, updating_s=updating_total, wall_time_s=wall_before + time.time() - start_time,
                      last_eval=last_eval, args=vars(args))
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
@@ -555,6 +604,10 @@ if __name__ == "__main__":
                    name=run_name, monitor_gym=True, save_code=True)
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    def denormalize(values):
+        """Critic outputs (..., n) -> returns scale, each agent with its own ValueNorm."""
+        return torch.stack([value_norms[i].denormalize(values[..., i]) for i in range(n)], -1)
 
     def log_metrics(prefix, metrics, step):
         for key, value in metrics.items():
@@ -573,26 +626,38 @@ if __name__ == "__main__":
     start_time, start_step, recent_games = time.time(), global_step, []
     for iteration in range(start_iteration, args.num_iterations + 1):
         iteration_start, train_games = time.time(), []
-        for step in range(T):
-            global_step += E
-            obs_buf[step] = next_obs
-            with torch.no_grad():
-                for i in range(n):
-                    dist = Categorical(logits=actors[i](actor_input(next_obs, i, eye)))
-                    action = dist.sample()
-                    actions_buf[step, :, i], logprobs_buf[step, :, i] = action, dist.log_prob(action)
-                    values_buf[step, :, i] = critics[i](critic_input(next_obs, i, eye)).squeeze(-1)
-            next_np, reward, done, trunc, final_obs, infos = envs.step(actions_buf[step].cpu().numpy())
-            rewards_buf[step] = torch.tensor(reward, device=device).unsqueeze(-1)
-            continues_buf[step] = torch.tensor(1.0 - done, device=device).unsqueeze(-1)
-            next_obs = torch.tensor(next_np, device=device)
-            for e in np.flatnonzero(trunc):  # time limit: r += gamma * V_i(final obs), continues = 0
-                final = torch.tensor(final_obs[e], device=device)
+        # each env steps as soon as its action is sent; the envs waiting for an action are batched
+        t_env, ready, pending = np.zeros(E, dtype=np.int64), list(range(E)), set()
+        actor_params, critic_params = stack_params(actors), stack_params(critics)
+        while True:
+            ready = [e for e in ready if t_env[e] < T]
+            if ready:
+                idx, t_idx = torch.tensor(ready, device=device), torch.from_numpy(t_env[ready]).to(device)
+                o = next_obs[idx]
+                obs_buf[t_idx, idx] = o
+                noise = torch.stack([torch.rand((n, 19), generator=env_gens[e]) for e in ready], 1).to(device)
                 with torch.no_grad():
-                    for i in range(n):
-                        v = value_norms[i].denormalize(critics[i](critic_input(final, i, eye)).squeeze(-1))
-                        rewards_buf[step, e, i] += args.gamma * v
-            for info in infos:
+                    action, logprob = sample_action(stacked_forward(actors, actor_params, actor_inputs(o, eye)), noise)
+                    actions_buf[t_idx, idx], logprobs_buf[t_idx, idx] = action.T, logprob.T
+                    values_buf[t_idx, idx] = stacked_forward(critics, critic_params, critic_inputs(o, eye)).squeeze(-1).T
+                for e, action in zip(ready, actions_buf[t_idx, idx].cpu().numpy()):
+                    envs.send(e, action)
+                pending.update(ready)
+            if not pending:
+                break
+            ready = envs.wait(pending)
+            for e in ready:
+                obs_e, reward, done, trunc, final_obs, info = envs.recv(e)
+                pending.discard(e)
+                t, global_step = t_env[e], global_step + 1
+                t_env[e] += 1
+                rewards_buf[t, e], continues_buf[t, e] = reward, 1.0 - done
+                next_obs[e] = torch.from_numpy(obs_e).to(device)
+                if trunc:  # time limit: r += gamma * V_i(final obs), continues = 0
+                    final = torch.from_numpy(final_obs).to(device).unsqueeze(0)
+                    with torch.no_grad():
+                        v = stacked_forward(critics, critic_params, critic_inputs(final, eye)).squeeze(-1).T
+                        rewards_buf[t, e] += args.gamma * denormalize(v)[0]
                 if info is not None:
                     train_games.append(info)
                     log_metrics("charts", info, global_step)
@@ -602,9 +667,8 @@ if __name__ == "__main__":
         # ALGO LOGIC: A2PO with separate parameters, agent by agent (ALGORITHMS.md "Separate parameters")
         update_start = time.time()
         with torch.no_grad():
-            bootstrap = torch.stack([value_norms[i].denormalize(critics[i](critic_input(next_obs, i, eye)).squeeze(-1))
-                                     for i in range(n)], -1)
-            values_denorm = torch.stack([value_norms[i].denormalize(values_buf[..., i]) for i in range(n)], -1)
+            bootstrap = denormalize(stacked_forward(critics, critic_params, critic_inputs(next_obs, eye)).squeeze(-1).T)
+            values_denorm = denormalize(values_buf)
             gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
         rho = torch.ones((T, E), device=device)  # joint ratio of the agents already updated (no grad)
@@ -624,7 +688,7 @@ if __name__ == "__main__":
             b_adv = adv_all[..., i].reshape(-1)
             b_returns = b_adv + values_denorm[..., i].reshape(-1)
             b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-5)
-            b_actor_in, b_critic_in = actor_input(b_obs, i, eye), critic_input(b_obs, i, eye)
+            b_actor_in, b_critic_in = actor_inputs(b_obs, eye)[i], critic_inputs(b_obs, eye)[i]
             b_actions, b_logprobs = actions_buf[..., i].reshape(-1), logprobs_buf[..., i].reshape(-1)
             b_values, b_rho = values_buf[..., i].reshape(-1), rho.reshape(-1)
 

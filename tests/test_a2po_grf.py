@@ -52,6 +52,24 @@ def test_adaptive_clip_and_semi_greedy_pick():
     assert picks == {0, 1, 2, 3}  # k = 1: uniform
 
 
+def test_stacked_forward_matches_each_module():
+    torch.manual_seed(0)
+    n, eye = 3, torch.eye(3)
+    actors = [grf.mlp(115 + n, 16, 19, 0.01) for _ in range(n)]
+    critics = [grf.mlp(115 * n + n, 16, 1, 1.0) for _ in range(n)]
+    for net in actors + critics:  # move LayerNorm affine parameters away from their (1, 0) init
+        torch.nn.init.normal_(net[0].weight)
+        torch.nn.init.normal_(net[3].bias)
+    obs = torch.randn(5, n, 115)
+    logits = grf.stacked_forward(actors, grf.stack_params(actors), grf.actor_inputs(obs, eye))
+    values = grf.stacked_forward(critics, grf.stack_params(critics), grf.critic_inputs(obs, eye))
+    for i in range(n):
+        own = torch.cat([obs[:, i], eye[i].expand(5, n)], -1)
+        joint = torch.cat([obs.reshape(5, -1), eye[i].expand(5, n)], -1)
+        assert torch.allclose(logits[i], actors[i](own), atol=1e-5)
+        assert torch.allclose(values[i], critics[i](joint), atol=1e-5)
+
+
 # ---------------------------------------------------------------- behaviour metrics
 def raw(team, player, score=(0, 0), mode=0):
     return {"ball_owned_team": team, "ball_owned_player": player, "score": list(score), "game_mode": mode,
