@@ -1,9 +1,10 @@
 """Rollout throughput of a2po_mamujoco.py against the same subprocess envs stepped with random actions.
 
 Run from the repository root: python benchmark/mamujoco_throughput.py --scenario Humanoid --agent-conf 17x1
-Prints random-action env steps/s (before and after the training run, to bracket load drift), the training
-rollout's env steps/s (batch / time/sampling_s, first iteration dropped), their ratio, and the per-iteration
-sampling/updating split.
+Each repeat measures random-action env steps/s before and after a short training run (to bracket load drift)
+and the training rollout's env steps/s (batch / time/sampling_s, first iteration dropped; sampling includes
+the batched value and log-prob pass after the rollout); it prints their ratio, the per-iteration
+sampling/updating split, and the medians over repeats.
 """
 import argparse
 import subprocess
@@ -36,17 +37,11 @@ def random_steps_per_second(scenario, agent_conf, num_envs, steps):
     return steps * num_envs / elapsed
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", default="HalfCheetah")
-    parser.add_argument("--agent-conf", default="6x1")
-    parser.add_argument("--num-envs", type=int, default=4)
-    parser.add_argument("--num-steps", type=int, default=1000)
-    parser.add_argument("--iterations", type=int, default=3)
-    a = parser.parse_args()
+def measure_once(a):
+    """Random actions, a short training run, random actions again; returns (random, rollout, sampling, updating)."""
     random_before = random_steps_per_second(a.scenario, a.agent_conf, a.num_envs, a.num_steps)
+    batch = a.num_envs * a.num_steps
     with tempfile.TemporaryDirectory() as tmp:
-        batch = a.num_envs * a.num_steps
         subprocess.run([sys.executable, str(ROOT / "a2po_mamujoco.py"), "--scenario", a.scenario, "--agent-conf",
                         a.agent_conf, "--num-envs", str(a.num_envs), "--num-steps", str(a.num_steps),
                         "--total-timesteps", str(batch * a.iterations), "--eval-episodes", "1",
@@ -54,15 +49,31 @@ def main():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         scalars = read_scalars(only_run_dir(tmp))
     random_after = random_steps_per_second(a.scenario, a.agent_conf, a.num_envs, a.num_steps)
-    sampling = np.array([v for _, v in scalars["time/sampling_s"]][1:])
-    updating = np.array([v for _, v in scalars["time/updating_s"]][1:])
-    rollout = batch / sampling.mean()
-    random_sps = (random_before + random_after) / 2
+    sampling = np.mean([v for _, v in scalars["time/sampling_s"]][1:])  # the first iteration pays warm-up
+    updating = np.mean([v for _, v in scalars["time/updating_s"]][1:])
+    return (random_before + random_after) / 2, batch / sampling, sampling, updating
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", default="HalfCheetah")
+    parser.add_argument("--agent-conf", default="6x1")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--num-steps", type=int, default=500)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="whole measurements; the median ratio is reported")
+    a = parser.parse_args()
     print(f"{a.scenario} {a.agent_conf}, {a.num_envs} workers x {a.num_steps} steps")
-    print(f"random actions: {random_before:.0f} / {random_after:.0f} env steps/s (before / after)")
-    print(f"training rollout: {rollout:.0f} env steps/s, ratio {rollout / random_sps:.2f}")
-    print(f"per iteration: sampling {sampling.mean():.2f} s, updating {updating.mean():.2f} s "
-          f"(updating share {updating.mean() / (sampling.mean() + updating.mean()):.0%})")
+    rows = []
+    for r in range(a.repeats):
+        rows.append(measure_once(a))
+        random_sps, rollout, sampling, updating = rows[-1]
+        print(f"repeat {r}: random actions {random_sps:.0f} env steps/s, training rollout {rollout:.0f} env steps/s, "
+              f"ratio {rollout / random_sps:.2f}; per iteration sampling {sampling:.2f} s, updating {updating:.2f} s "
+              f"(updating share {updating / (sampling + updating):.0%})", flush=True)
+    ratios = [rollout / random_sps for random_sps, rollout, _, _ in rows]
+    shares = [updating / (sampling + updating) for _, _, sampling, updating in rows]
+    print(f"median ratio {np.median(ratios):.2f}, median updating share {np.median(shares):.0%}")
 
 
 if __name__ == "__main__":

@@ -243,7 +243,7 @@ def test_learns_halfcheetah_2x3(tmp_path):
     # best eval of 537, 494, 1477 (the initial mean-action policy gets ~0, uniform random actions ~ -290) and
     # lifted the training return from ~ -300 to +15..+360. The asserts leave ~2x margin on each.
     random_return = random_policy_return("HalfCheetah", "2x3")
-    run_script("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-steps", 250,
+    run_script("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4, "--num-steps", 250,
                "--total-timesteps", 80_000, "--eval-interval", 10_000, "--eval-episodes", 2, cwd=tmp_path, timeout=300)
     scalars = read_scalars(only_run_dir(tmp_path))
     evals = [v for _, v in scalars["eval/episodic_return"]]
