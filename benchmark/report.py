@@ -13,8 +13,11 @@ Implementation details
 1. A run counts when its folder has summary.json (finished); --include-unfinished adds the newest
    unfinished folder of a (task, exp_name, seed) that has no finished one. Older duplicates are ignored.
 2. Algorithm = exp_name up to the first "-" without its "_smac"/"_mamujoco"/"_grf" suffix ("a2po_smac-smax-1M"
-   -> "a2po"); setting = the rest ("smax-1M"). When a report mixes settings, rows are "task (setting)".
-3. Suite from the logged tags: eval/goals -> GRF, eval/win_rate -> SMAC, else MA-MuJoCo (return).
+   -> "a2po"); setting = the rest ("smax-1M"); family = the setting without the budget ("smax"). Tables,
+   curves and IQMs are made per (suite, family): SMAC on sc2 and on smax never share a table or an
+   "overall" row, while one family's maps may differ in budget (MMM 5M, 6h_vs_8z 15M).
+3. Suite from the script name in exp_name ("_smac", "_mamujoco", "_grf"), else from the logged tags:
+   eval/goals -> GRF, eval/win_rate -> SMAC, else MA-MuJoCo (return).
 4. Final value = the value at the step of the last evaluation (a metric missing there, e.g. GRF's
    pass_rate of games without a pass attempt, is NaN, not an older value). A step logged twice (a
    resumed run redoing iterations after its last checkpoint) keeps the later value.
@@ -69,6 +72,11 @@ def setting_of(exp_name):
     return exp_name.split("-", 1)[1] if "-" in exp_name else ""
 
 
+def family_of(setting):
+    """The setting without its budget: "sc2-5M" -> "sc2", "10M" -> ""."""
+    return "-".join(t for t in setting.split("-") if t and not re.fullmatch(r"\d+[kM]?", t))
+
+
 def read_scalars(run_dir):
     """{tag: (steps, values)} sorted by step; a step logged twice keeps its later value."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -108,20 +116,29 @@ def load_runs(runs_dirs, include_unfinished=False):
         if not scalars:
             continue
         runs.append(dict(task=task, exp_name=exp_name, algo=algo_of(exp_name), setting=setting_of(exp_name),
-                         seed=seed, path=str(path), finished=done, scalars=scalars, suite=suite_of(scalars)))
+                         seed=seed, path=str(path), finished=done, scalars=scalars, suite=suite_of(exp_name, scalars)))
     notes = []
     if unfinished_skipped:
         notes.append(f"{unfinished_skipped} (task, exp_name, seed) without a finished run left out "
                      f"(--include-unfinished adds them)")
     if include_unfinished and any(not r["finished"] for r in runs):
         notes.append(f"{sum(not r['finished'] for r in runs)} unfinished runs included")
-    multi = len({r["setting"] for r in runs}) > 1
+    settings = defaultdict(set)
     for r in runs:
-        r["label"] = f"{r['task']} ({r['setting']})" if multi and r["setting"] else r["task"]
+        r["family"] = family_of(r["setting"])
+        settings[(r["family"], r["task"])].add(r["setting"])
+    for r in runs:
+        several = len(settings[(r["family"], r["task"])]) > 1
+        r["label"] = f"{r['task']} ({r['setting']})" if several else r["task"]
     return runs, notes
 
 
-def suite_of(scalars):
+def suite_of(exp_name, scalars):
+    """From the script name in exp_name ("a2po_grf-..."), else from the logged tags."""
+    stem = exp_name.split("-")[0]
+    for suite in ("smac", "mamujoco", "grf"):
+        if stem.endswith("_" + suite):
+            return suite
     if "eval/goals" in scalars:
         return "grf"
     if "eval/win_rate" in scalars:
@@ -153,6 +170,15 @@ def order_labels(runs):
     labels = {r["label"]: r["task"] for r in runs}
     rank = {m: i for i, m in enumerate(MAP_ORDER)}
     return sorted(labels, key=lambda lab: (rank.get(labels[lab], len(rank)), lab))
+
+
+def by_family_and_label(runs):
+    """[(family, label, runs of that row)] in table order."""
+    out = []
+    for family in sorted({r["family"] for r in runs}):
+        fam = [r for r in runs if r["family"] == family]
+        out += [(family, lab, [r for r in fam if r["label"] == lab]) for lab in order_labels(fam)]
+    return out
 
 
 def fmt_duration(seconds):
@@ -304,17 +330,16 @@ def iqm_with_ci(scores_per_task, n_resamples=2000, confidence=0.95, seed=0):
 
 
 def aggregate_scores(runs):
-    """{(suite, setting): {algo: {label: [scores]}}}: win rates, or per-task min-max normalised returns."""
+    """{(suite, family): {algo: {label: [scores]}}}: win rates, or per-task min-max normalised returns."""
     out = defaultdict(lambda: defaultdict(dict))
-    for lab in order_labels(runs):
-        rr = [r for r in runs if r["label"] == lab]
+    for _, lab, rr in by_family_and_label(runs):
         vals = np.array([final_value(r, eval_tag(r["suite"])) for r in rr])
-        if rr[0]["suite"] == "mamujoco":
+        if rr[0]["suite"] == "mamujoco" and np.isfinite(vals).any():
             lo, hi = np.nanmin(vals), np.nanmax(vals)
-            vals = (vals - lo) / (hi - lo) if hi > lo else np.ones_like(vals)
+            vals = (vals - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(vals), 1.0, np.nan)
         for r, v in zip(rr, vals):
             if np.isfinite(v):
-                out[(r["suite"], r["setting"])][r["algo"]].setdefault(lab, []).append(float(v))
+                out[(r["suite"], r["family"])][r["algo"]].setdefault(lab, []).append(float(v))
     return out
 
 
@@ -322,12 +347,12 @@ def aggregate_table(runs, n_resamples, seed, out_dir):
     rows, result = [], {}
     groups = aggregate_scores(runs)
     fig_rows = []
-    for (suite, setting), per_algo in sorted(groups.items()):
+    for (suite, family), per_algo in sorted(groups.items()):
         what = "win rate" if suite != "mamujoco" else "normalised return"
         for a in order_algos(per_algo):
             tasks = per_algo[a]
             point, lo, hi = iqm_with_ci(list(tasks.values()), n_resamples=n_resamples, seed=seed)
-            key = f"{suite}/{setting}" if setting else suite
+            key = f"{suite}/{family}" if family else suite
             result.setdefault(key, {})[a] = dict(iqm=point, ci_low=lo, ci_high=hi, tasks=len(tasks),
                                                  runs=sum(map(len, tasks.values())))
             ci = f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "n/a (a task has < 2 seeds)"
@@ -376,10 +401,11 @@ def plot_curves(runs, out_dir):
 
     files = []
     (out_dir / "curves").mkdir(parents=True, exist_ok=True)
-    for lab in order_labels(runs):
-        rr = [r for r in runs if r["label"] == lab]
+    for family, lab, rr in by_family_and_label(runs):
         suite = rr[0]["suite"]
         tag, scale = eval_tag(suite), (1.0 if suite == "mamujoco" else 100.0)
+        if not any(tag in r["scalars"] and len(r["scalars"][tag][0]) for r in rr):
+            continue  # no evaluation logged (e.g. the speed preset's GRF run)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for i, a in enumerate(order_algos(r["algo"] for r in rr)):
             series = [r["scalars"][tag] for r in rr if r["algo"] == a and tag in r["scalars"] and len(r["scalars"][tag][0])]
@@ -388,12 +414,12 @@ def plot_curves(runs, out_dir):
             grid, med, q1, q3 = curve_stats(series)
             ax.plot(grid, med * scale, color=f"C{i}", label=f"{a} ({len(series)})")
             ax.fill_between(grid, q1 * scale, q3 * scale, color=f"C{i}", alpha=0.2)
-        ax.set_title(lab)
+        ax.set_title(f"{lab} ({family})" if family else lab)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return" if suite == "mamujoco" else "eval win rate %")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / "curves" / f"{suite}_{safe_name(lab)}.png"
+        path = out_dir / "curves" / f"{suite}_{safe_name(family + '_' + lab if family else lab)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         files.append(path)
@@ -459,26 +485,32 @@ def main(argv=None):
         sections.append(f"## {title}\n\n{blurb}{body}\n")
         (out_dir / f"{name}.md").write_text(header(title, command, runs_dirs, runs, notes) + "\n" + blurb + body + "\n")
 
-    by_suite = {s: [r for r in runs if r["suite"] == s] for s in ("smac", "grf", "mamujoco")}
-    if by_suite["smac"]:
-        md, results["smac_win_rate"] = final_table(by_suite["smac"], "eval/win_rate", 100.0)
-        section("smac_win_rate", "SMAC win rate %", md,
-                "Final greedy evaluation, median (std) over seeds; best median in bold; overall = mean over maps.\n\n")
-    if by_suite["grf"]:
-        md, results["grf_win_rate"] = final_table(by_suite["grf"], "eval/win_rate", 100.0)
-        section("grf_win_rate", "GRF win rate %", md, "Final greedy evaluation, median (std) over seeds.\n\n")
-        md, results["grf_behaviour"] = behaviour_table(by_suite["grf"])
-        section("grf_behaviour", "GRF behaviour", md)
-    if by_suite["mamujoco"]:
-        md, results["mamujoco_return"] = final_table(by_suite["mamujoco"], "eval/episodic_return", 1.0, decimals=0)
-        section("mamujoco_return", "MA-MuJoCo return", md, "Final evaluation return, median (std) over seeds.\n\n")
+    tables = [("smac", "smac_win_rate", "SMAC win rate %", lambda rr: final_table(rr, "eval/win_rate", 100.0),
+               "Final greedy evaluation, median (std) over seeds; best median in bold; overall = mean over maps.\n\n"),
+              ("grf", "grf_win_rate", "GRF win rate %", lambda rr: final_table(rr, "eval/win_rate", 100.0),
+               "Final greedy evaluation, median (std) over seeds.\n\n"),
+              ("grf", "grf_behaviour", "GRF behaviour", behaviour_table, ""),
+              ("mamujoco", "mamujoco_return", "MA-MuJoCo return",
+               lambda rr: final_table(rr, "eval/episodic_return", 1.0, decimals=0),
+               "Final evaluation return, median (std) over seeds.\n\n")]
+    for suite, name, title, make, blurb in tables:
+        families = sorted({r["family"] for r in runs if r["suite"] == suite})
+        for fam in families:
+            md, results.setdefault(name, {})[fam or "all"] = make(
+                [r for r in runs if r["suite"] == suite and r["family"] == fam])
+            several = len(families) > 1
+            section(f"{name}_{safe_name(fam) or 'other'}" if several else name,
+                    f"{title} ({fam})" if fam and several else title, md, blurb)
     md, results["aggregate_iqm"] = aggregate_table(runs, opts.bootstrap_samples, opts.seed, out_dir)
     section("aggregate_iqm", "Aggregate IQM", md + "\n\n![IQM](aggregate_iqm.png)" if md else "",
             "Interquartile mean of the final scores over all (run, task) pairs, 95% stratified percentile "
             "bootstrap CI (scipy.stats.bootstrap, rliable's method).\n\n")
-    md, results["training_time"] = time_table(runs, opts.skip_first_iterations)
+    several = len({r["family"] for r in runs}) > 1
+    timed = [dict(r, label=f"{r['label']} ({r['family']})") if several and r["family"] else r for r in runs]
+    md, results["training_time"] = time_table(timed, opts.skip_first_iterations)
     section("training_time", "Training time", md,
-            f"Sampling + updating seconds summed over the iterations after the first {opts.skip_first_iterations}, "
+            f"Sampling + updating seconds summed over the iterations, leaving out the first "
+            f"{opts.skip_first_iterations} of each run (compilation, start-up), "
             "mean over seeds; first line normalised to MAPPO = 1.00 (sampling+updating), second absolute.\n\n")
     curves = plot_curves(runs, out_dir)
     section("curves", "Learning curves", "\n".join(f"![{c.stem}](curves/{c.name})" for c in curves),

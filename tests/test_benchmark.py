@@ -72,7 +72,7 @@ def test_win_rate_table_median_std_bold_and_overall(smac_report):
     assert "| 3m | 75.0 (20.4) | **100.0 (0)** | 3 |" in table  # [50, 75, 100]: std 20.41
     assert "| overall | 50.0 (16.1) | **75.0 (5.89)** | 2 maps |" in table
     assert table.index("| 3s5z |") < table.index("| 3m |")
-    data = json.loads((smac_report / "results.json").read_text())["smac_win_rate"]
+    data = json.loads((smac_report / "results.json").read_text())["smac_win_rate"]["smax"]
     assert data["3m"]["mappo"] == {"median": 75.0, "std": pytest.approx(20.412, abs=1e-3), "n": 3}
 
 
@@ -88,7 +88,7 @@ def test_every_report_file_has_the_provenance_header(smac_report):
 
 
 def test_learning_curve_pngs_and_their_median_and_band(smac_report):
-    for name in ("smac_3m.png", "smac_3s5z.png", "../aggregate_iqm.png"):
+    for name in ("smac_smax_3m.png", "smac_smax_3s5z.png", "../aggregate_iqm.png"):
         assert (smac_report / "curves" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     steps = np.array([0, 10, 20])
     series = [(steps, np.array([0.0, 0.2, 0.4])), (steps, np.array([0.0, 0.4, 0.8])), (steps, np.array([0.0, 0.6, 1.0])),
@@ -106,7 +106,7 @@ def test_iqm_and_stratified_bootstrap_by_hand(smac_report):
     # exactly (resampling the pooled 8 scores instead would move it)
     assert report.iqm_with_ci([[0.0] * 4, [1.0] * 4], n_resamples=500) == (0.5, 0.5, 0.5)
     assert np.isnan(report.iqm_with_ci([[0.3], [0.5, 0.7]])[1])  # one seed: no CI
-    agg = json.loads((smac_report / "results.json").read_text())["aggregate_iqm"]["smac/smax-1M"]
+    agg = json.loads((smac_report / "results.json").read_text())["aggregate_iqm"]["smac/smax"]
     # mappo: 0.25 .25 .5 .5 .75 1 -> trim 1 each side -> mean(.25, .5, .5, .75) = 0.5
     assert agg["mappo"]["iqm"] == pytest.approx(0.5) and agg["mappo"]["tasks"] == 2 and agg["mappo"]["runs"] == 6
     assert agg["a2po"]["iqm"] == pytest.approx(0.8125)  # .5 .5 .75 1 1 1 -> mean(.5, .75, 1, 1)
@@ -121,11 +121,17 @@ def test_training_time_table_normalised_to_mappo(tmp_path):
 
     timed("mappo_smac-smax-32k", [10.0, 1.0, 1.0], [5.0, 0.5, 0.5])  # first iteration (compile) left out: 2 + 1
     timed("a2po_smac-smax-32k", [10.0, 1.2, 1.2], [5.0, 1.05, 1.05])  # 2.4 + 2.1 = 4.5 = 1.50 x MAPPO
+    # the speed preset's GRF run: no evaluation at all, only A2PO -> absolute times, no curve, no return table
+    fake_run(tmp_path / "runs", "5_vs_5", "a2po_grf-20k", 1, {"time/sampling_s": [(1, 9.0), (2, 60.0), (3, 60.0)],
+                                                              "time/updating_s": [(1, 9.0), (2, 30.0), (3, 30.0)]})
     out = tmp_path / "out"
     report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     table = (out / "training_time.md").read_text()
-    assert "| 3s5z | 1.00 (0.67+0.33)<br>3s (2s+1s) | 1.50 (0.80+0.70)<br>4s (2s+2s) | 2 |" in table
-    data = json.loads((out / "results.json").read_text())["training_time"]["3s5z"]["a2po"]
+    assert "| 3s5z (smax) | 1.00 (0.67+0.33)<br>3s (2s+1s) | 1.50 (0.80+0.70)<br>4s (2s+2s) | 2 |" in table
+    assert "| 5_vs_5 | – | 3m00s (2m00s+1m00s) | 2 |" in table
+    assert not (out / "mamujoco_return.md").exists() and sorted(p.name for p in (out / "curves").iterdir()) == [
+        "smac_smax_3s5z.png"]
+    data = json.loads((out / "results.json").read_text())["training_time"]["3s5z (smax)"]["a2po"]
     assert data["normalised"] == pytest.approx(1.5) and data["sampling_s"] == pytest.approx(2.4)
 
 
@@ -147,6 +153,23 @@ def test_grf_behaviour_table_uses_the_final_evaluation_only(tmp_path):
     assert "| Lost | **0.50 (0.00)** | 1.00 (0.00) |" in table  # lower is better
     assert "| Pass rate % | 20.00 (0.00) | **60.00 (0.00)** |" in table
     assert "| 5_vs_5 | **100.0 (0)** | **100.0 (0)** | 2 |" in (out / "grf_win_rate.md").read_text()
+
+
+def test_sc2_and_smax_runs_get_separate_tables_and_aggregates(tmp_path):
+    for seed, (sc2, smax) in enumerate([(1.0, 0.5), (0.75, 0.25)], 1):
+        win_run(tmp_path / "runs", "3s5z", "mappo_smac-sc2-10M", seed, sc2)
+        win_run(tmp_path / "runs", "3s5z", "mappo_smac-smax-10M", seed, smax)
+    win_run(tmp_path / "runs", "MMM", "mappo_smac-sc2-5M", 1, 1.0)
+    out = tmp_path / "out"
+    report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    sc2, smax = (out / "smac_win_rate_sc2.md").read_text(), (out / "smac_win_rate_smax.md").read_text()
+    assert "| MMM | **100.0 (0)** | 1 |" in sc2 and "| 3s5z | **87.5 (12.5)** | 2 |" in sc2
+    assert "| overall | **93.8 (6.25)** | 2 maps |" in sc2  # MMM (5M) and 3s5z (10M) are one sc2 table
+    assert "| 3s5z | **37.5 (12.5)** | 2 |" in smax and "MMM" not in smax
+    agg = json.loads((out / "results.json").read_text())["aggregate_iqm"]
+    assert agg["smac/smax"]["mappo"]["iqm"] == pytest.approx(0.375) and agg["smac/sc2"]["mappo"]["tasks"] == 2
+    assert sorted(p.name for p in (out / "curves").iterdir()) == ["smac_sc2_3s5z.png", "smac_sc2_MMM.png",
+                                                                  "smac_smax_3s5z.png"]
 
 
 # ---------------------------------------------------------------- launcher
