@@ -623,12 +623,12 @@ def critic_values(critic, mb):
 
 
 @torch.no_grad()
-def preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args, device):
+def preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args):
     """PreOPC advantages with the current actor (rho, joint over all agents) and critic (delta)."""
     T, E, n = buf["actions"].shape
-    logprob, _, values = evaluate_sequences(actor, critic, {k: v.to(device) for k, v in data.items()})
-    values = value_norm.denormalize(from_chunks(values.cpu(), T, E))
-    rho = (from_chunks(logprob.cpu(), T, E) - buf["logprobs"]).sum(-1, keepdim=True).exp().expand(T, E, n)
+    logprob, _, values = evaluate_sequences(actor, critic, data)
+    values = value_norm.denormalize(from_chunks(values, T, E))
+    rho = (from_chunks(logprob, T, E) - buf["logprobs"]).sum(-1, keepdim=True).exp().expand(T, E, n)
     return compute_preopc(buf["rewards"], values, bootstrap, buf["continues"], rho, args.gamma, args.gae_lambda), values, rho
 
 
@@ -790,7 +790,7 @@ if __name__ == "__main__":
         for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
             for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
                 if outer_epoch + stage > 0:  # PreOPC before every stage but the very first
-                    advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args, device)
+                    advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args)
                     stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
                     stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
                 if stage == 0:  # semi-greedy order scored by E_alive|A_i|, corrected for the agents already updated

@@ -118,12 +118,12 @@ class Args:
     """rollout + update iterations"""
 
 
-# ALGO LOGIC: per-map presets (MAPPO's official settings), applied only to flags the user did not give
+# ALGO LOGIC: per-map presets (MAPPO's official settings; the others' clip halved with the clip), applied only to flags the user did not give
 MAP_PRESETS = {
-    "5m_vs_6m": dict(update_epochs=10, clip_coef=0.05),
+    "5m_vs_6m": dict(update_epochs=10, clip_coef=0.05, others_clip_coef=0.025),
     "10m_vs_11m": dict(update_epochs=10),
-    "8m_vs_9m": dict(update_epochs=15, clip_coef=0.05),
-    "3s_vs_5z": dict(update_epochs=15, clip_coef=0.05),
+    "8m_vs_9m": dict(update_epochs=15, clip_coef=0.05, others_clip_coef=0.025),
+    "3s_vs_5z": dict(update_epochs=15, clip_coef=0.05, others_clip_coef=0.025),
     "MMM": dict(update_epochs=15),
 }
 

@@ -260,3 +260,15 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(tmp_path):
     assert saved_step in steps and target in steps
     resumed = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert resumed["global_step"] == target and resumed["iteration"] == ckpt["iteration"] + 2
+
+
+AGENTS = {"3m": 3, "8m": 8, "5m_vs_6m": 5, "8m_vs_9m": 8, "10m_vs_11m": 10, "27m_vs_30m": 27, "3s5z": 8,
+          "3s5z_vs_3s6z": 8, "3s_vs_5z": 3, "6h_vs_8z": 6, "MMM": 10, "MMM2": 10, "corridor": 6, "2c_vs_64zg": 2}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_preset_is_a_valid_configuration(script):
+    module = load_script(script)
+    for map_name in module.MAP_PRESETS:
+        args = module.parse_args(["--map-name", map_name, "--env-backend", "sc2"])
+        module.check_algo_args(args, AGENTS[map_name])  # raises SystemExit on an impossible preset
