@@ -38,7 +38,9 @@ Implementation details:
    policy forward and pipe round trip are paid once per step for all envs, so 8 x 500 sampled HalfCheetah
    6x1 1.6x faster than 4 x 1000 (2480 vs 1570 env steps/s). The Hopper presets (lr 1e-4, eps 0.1) apply
    only to flags not given on the command line.
-10. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
+10. Evaluation: mean actions for eval_episodes episodes on an env seeded seed + 10000 + episode (the same
+    starts every time), at step 0, every eval_interval env steps and at the end.
+11. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
     with shadows, reflections and skybox off (about 10x faster in software GL), saved as mp4 by imageio.
 """
 import json

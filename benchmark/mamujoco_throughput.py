@@ -7,6 +7,7 @@ the batched value and log-prob pass after the rollout); it prints their ratio, t
 sampling/updating split, and the medians over repeats.
 """
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="whole measurements; the median ratio is reported")
     a = parser.parse_args()
+    os.chdir(tempfile.mkdtemp())  # keep MuJoCo's MUJOCO_LOG.TXT out of the repository
     print(f"{a.scenario} {a.agent_conf}, {a.num_envs} workers x {a.num_steps} steps")
     rows = []
     for r in range(a.repeats):

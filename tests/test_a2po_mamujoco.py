@@ -129,7 +129,8 @@ def test_rollout_actors_match_the_per_agent_actors():
 
 # ---------------------------------------------------------------- environments
 @pytest.mark.parametrize("scenario,conf,num_agents", ALL_TASKS)
-def test_partitions_cover_every_joint_once(scenario, conf, num_agents):
+def test_partitions_cover_every_joint_once(scenario, conf, num_agents, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT (Humanoid's deprecation warning) into the cwd
     m.check_task(scenario, conf)
     env = m.make_env(scenario, conf, 1)
     assert len(env.possible_agents) == num_agents
