@@ -441,11 +441,12 @@ def make_envs(args, num_envs, seed):
 
 
 def agent_inputs(raw, last_actions, num_actions):
-    """Actor: obs + id + last action. Critic: (state + obs) * alive, + id (death masking keeps the id)."""
+    """Actor: obs + id + one-hot last action (-1: none yet). Critic: (state + obs) * alive, + id (death masking)."""
     obs, alive = torch.as_tensor(raw["obs"]), torch.as_tensor(raw["alive"]).float().unsqueeze(-1)
     num_envs, n = obs.shape[:2]
     ids = torch.eye(n).expand(num_envs, n, n)
-    actor_x = torch.cat([obs, ids, nn.functional.one_hot(last_actions, num_actions).float()], -1)
+    last = nn.functional.one_hot(last_actions.clamp(min=0), num_actions).float() * (last_actions >= 0).unsqueeze(-1)
+    actor_x = torch.cat([obs, ids, last], -1)
     state = torch.as_tensor(raw["state"]).unsqueeze(1).expand(num_envs, n, -1)
     critic_x = torch.cat([torch.cat([state, obs], -1) * alive, ids], -1)
     return actor_x, critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
@@ -661,7 +662,7 @@ def greedy_evaluation(actor, envs, episodes, args, device):
     quota = math.ceil(episodes / envs.num_envs)
     raw, counts = envs.reset(), np.zeros(envs.num_envs, dtype=int)
     h = torch.zeros(envs.num_envs * envs.num_agents, args.hidden_dim, device=device)
-    last = torch.zeros(envs.num_envs, envs.num_agents, dtype=torch.long)
+    last = torch.full((envs.num_envs, envs.num_agents), -1, dtype=torch.long)
     starts, returns, ep_ret, wins = torch.ones(1, envs.num_envs * envs.num_agents, device=device), [], np.zeros(envs.num_envs), []
     while counts.min() < quota:
         actor_x, _, avail, _ = agent_inputs(raw, last, envs.num_actions)
@@ -675,7 +676,7 @@ def greedy_evaluation(actor, envs, episodes, args, device):
                 returns.append(ep_ret[e]), wins.append(float(won[e]))
             counts[e] += 1
             ep_ret[e] = 0.0
-        last = actions * torch.as_tensor(~done).unsqueeze(-1)
+        last = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
         starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
     return float(np.mean(wins)), float(np.mean(returns))
 
@@ -736,7 +737,7 @@ if __name__ == "__main__":
         starts=zeros(T, E), rewards=zeros(T, E), continues=zeros(T, E),
     )
     raw = envs.reset()
-    last_actions = torch.zeros(E, n, dtype=torch.long)
+    last_actions = torch.full((E, n), -1, dtype=torch.long)
     h_actor = torch.zeros(E * n, args.hidden_dim, device=device)
     h_critic = torch.zeros(E * n, args.hidden_dim, device=device)
     starts = torch.ones(E)
@@ -765,7 +766,7 @@ if __name__ == "__main__":
             global_step += E
             done_t = torch.as_tensor(done)
             buf["rewards"][step], buf["continues"][step] = torch.as_tensor(reward), (~done_t).float()
-            last_actions, starts = actions.cpu() * (~done_t).unsqueeze(-1), done_t.float()
+            last_actions, starts = torch.where(done_t.unsqueeze(-1), -1, actions.cpu()), done_t.float()
             ep_return += reward
             for e in np.flatnonzero(done):
                 recent_returns.append(ep_return[e]), recent_wins.append(float(won[e]))

@@ -272,3 +272,12 @@ def test_every_preset_is_a_valid_configuration(script):
     for map_name in module.MAP_PRESETS:
         args = module.parse_args(["--map-name", map_name, "--env-backend", "sc2"])
         module.check_algo_args(args, AGENTS[map_name])  # raises SystemExit on an impossible preset
+
+
+def test_last_action_is_one_hot_and_empty_at_episode_start(mappo):
+    raw = dict(obs=np.zeros((1, 2, 4), np.float32), state=np.zeros((1, 3), np.float32),
+               avail=np.ones((1, 2, 5), bool), alive=np.ones((1, 2), bool))
+    actor_x, _, _, _ = mappo.agent_inputs(raw, torch.tensor([[-1, 2]]), 5)
+    assert actor_x[0, 0, -5:].tolist() == [0, 0, 0, 0, 0]
+    assert actor_x[0, 1, -5:].tolist() == [0, 0, 1, 0, 0]
+    assert actor_x[0, 1, 4:6].tolist() == [0, 1], "one-hot agent id after the obs"
