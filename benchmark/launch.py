@@ -129,11 +129,11 @@ def preset_cells(name, seeds=None):
     if name == "speed":
         # 10 iterations each (report.py drops the first, which holds JAX compilation and worker start-up).
         return (smac_cells({"3s5z": 32_000, "27m_vs_30m": 32_000}, "smax", pick(1), extra_fn=lambda b: SPEED_SMAC)
+                # A2PO only on these two (no other algorithm has a script there): the scripts' own rollout
+                # defaults (4000 and 2048 steps per iteration), 10 iterations, no evaluation to speak of
                 + mamujoco_cells([("Humanoid", "17x1")], 40_000, pick(1),
-                                 ("--num-envs", "4", "--num-steps", "1000", "--update-epochs", "5",
-                                  "--eval-episodes", "1", "--eval-interval", "1000000000"))
-                + grf_cells(["5_vs_5"], 20_480, pick(1), ("--num-envs", "8", "--num-steps", "256",
-                                                           "--update-epochs", "5", "--eval-episodes", "0")))
+                                 ("--update-epochs", "5", "--eval-episodes", "1", "--eval-interval", "1000000000"))
+                + grf_cells(["5_vs_5"], 20_480, pick(1), ("--update-epochs", "5", "--eval-episodes", "0")))
     raise SystemExit(f"error: unknown preset '{name}'. Presets: {', '.join(PRESETS)}.")
 
 
@@ -207,13 +207,18 @@ def run_local(jobs, runs_dir, max_parallel, root=ROOT, threads=0):
         return cell, rc == 0 and cell_state(cell, runs_dir)[0] == "done", time.time() - start
 
     results = []
-    with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+    pool = ThreadPoolExecutor(max_workers=max_parallel)
+    try:
         futures = [pool.submit(run_one, cell, resume) for cell, resume in jobs]
         for i, fut in enumerate(as_completed(futures), 1):
             cell, ok, seconds = fut.result()
             results.append((cell, ok, seconds))
             print(f"[{i}/{len(jobs)}] {'done' if ok else 'FAILED'} {cell.task} {cell.exp_name} seed {cell.seed} "
                   f"({seconds:.0f} s){'' if ok else ', log: ' + str(log_path(cell, runs_dir))}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C reaches the runs too (same process group); start no queued run
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise SystemExit("interrupted: run the same command again to resume")
+    pool.shutdown()
     return results
 
 
