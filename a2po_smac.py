@@ -33,6 +33,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import sys
 import time
 import traceback
@@ -723,7 +724,7 @@ if __name__ == "__main__":
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, id=run_name.replace("|", "_"), resume="allow", save_code=True)
+                   name=run_name, id=re.sub(r"[^\w-]", "-", run_name)[-64:], resume="allow", save_code=True)
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 

@@ -20,7 +20,7 @@ def load_script(name):
 
 def run_script(name, *args, cwd, timeout=600, env=None, check=True):
     """Run `python name.py args...` in `cwd`; return the CompletedProcess (stdout+stderr merged)."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline", **(env or {}))
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(ROOT / f"{name}.py"), *map(str, args)],
         cwd=cwd, env=full_env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

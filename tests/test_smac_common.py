@@ -281,3 +281,10 @@ def test_last_action_is_one_hot_and_empty_at_episode_start(mappo):
     assert actor_x[0, 0, -5:].tolist() == [0, 0, 0, 0, 0]
     assert actor_x[0, 1, -5:].tolist() == [0, 0, 1, 0, 0]
     assert actor_x[0, 1, 4:6].tolist() == [0, 1], "one-hot agent id after the obs"
+
+
+def test_track_mirrors_to_wandb_offline(tmp_path):
+    run_script("mappo_smac", "--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "80",
+               "--eval-episodes", "2", "--track", cwd=tmp_path, timeout=300, env={"WANDB_MODE": "offline"})
+    runs = list((tmp_path / "wandb").glob("offline-run-*3m__mappo_smac__1__*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "wandb must have recorded the run offline"
