@@ -1,49 +1,42 @@
 # A2PO (Agent-by-agent Policy Optimization) on Google Research Football: README section "A2PO on GRF".
-"""A2PO with separate parameters on Google Research Football (gfootball), one actor and one critic per agent.
+"""A2PO with separate parameters on Google Research Football (gfootball): one actor and one critic per agent.
 
-Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the
-agents already updated (PreOPC), its surrogate sees their joint ratio clipped to 1 +- eps_i/2, and its clip
-eps_i grows with its position in the order (Wang et al., ICLR 2023 "Order Matters: Agent-by-agent Policy
-Optimization"). Besides win rate and return it logs the talk's 5-vs-5 behaviour table (goals, lost, passes,
-pass rate, assists) for every finished game.
+Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the agents
+already updated (PreOPC), its surrogate sees their joint ratio clipped to 1 +- eps_i/2, and eps_i grows with
+its position in the order (Wang et al., ICLR 2023). Every finished game also logs the talk's 5-vs-5 behaviour
+table: goals, lost, passes, pass rate, assists.
 
 Run: `bash install_gfootball.sh && python a2po_grf.py --env-name academy_3_vs_1_with_keeper --seed 1`
 
 Implementation details
-1. Env: gfootball's FootballEnv built directly (no gym wrappers: gfootball's wrappers break under gym 0.26,
-   and the raw observation is needed anyway), observations converted with gfootball's own
-   Simple115StateWrapper.convert_observation (simple115v2, fixed positions); the "checkpoints" reward is
-   re-implemented in `checkpoint_reward` (same rule as gfootball's CheckpointRewardWrapper; a test compares
-   the two). One game per subprocess worker (multiprocessing Pipe). The rollout does not step in
-   lockstep: a worker gets its next action as soon as its result arrives (the waiting envs are batched),
-   so no worker idles behind the slowest one (game resets cost ~5 steps) on a shared machine.
-2. Agents are the `--num-agents` controlled left players (default: all field players; the 5_vs_5 keeper is
-   not controllable). gfootball assigns which player each agent slot drives; actor i sees simple115v2 of its
-   slot plus a one-hot id, critic i sees all slots' simple115v2 concatenated plus the one-hot id.
-3. Team reward = MEAN over agents of the per-agent gfootball rewards (scoring, plus checkpoints of the slot
-   that carries the ball). The mean keeps one goal worth +1 (+ the rest of the checkpoints) whatever the
-   number of agents, so returns compare across scenarios; a sum only rescales it by n.
-4. A game ending at the time limit (steps_left == 0 without a goal in that step) is a truncation, not a
-   terminal: gamma * V_i(final obs) of agent i's critic at rollout time is added to that step's reward and
-   continues = 0 (compute_gae's convention). Full games (3000 steps) are treated the same way: simple115v2
-   has no clock, so the end of the match is not visible to the critic.
-5. All 19 actions are always available and every player is always "alive", so masks are all ones and the
-   masked means of ALGORITHMS.md are plain means.
-6. A2PO per iteration (separate parameters): for k = 0..n-1, rho = product of the updated agents' ratios
-   (1 when none); PreOPC for every remaining agent; agent i = semi_greedy_pick(k, mean |A|); eps_i =
-   adaptive_clip(eps, k+1, n, c); update_epochs epochs of [critic-only pass, actor+critic pass] over the
-   minibatches; l_i = r_i * clamp(rho, 1 +- eps_i/2). A remaining agent's critic has not moved since the
-   rollout, so the rollout values are "the critic as it is" for its PreOPC.
-7. Advantages of agent i are normalised over agent i's own samples (only they enter its loss); critic i
-   regresses onto agent i's PreOPC returns with its own ValueNorm.
-8. Behaviour metrics come from the raw observation of each step (BehaviourTracker, definitions there);
-   they are logged per finished game (charts/*) and as means over the greedy evaluation games (eval/*).
-9. Presets (official A2PO GRF settings, REFERENCE.md) are applied only to flags not given on the command
-   line. Academy epochs are not stated there; 10 as for 5_vs_5.
-10. --capture-video uses gfootball's own episode dumps on the first evaluation env: without a display
-    the engine cannot render, so gfootball draws its 2-D minimap video (opencv) into runs/<run>/videos.
-11. A checkpoint restarts the games from scratch on resume (env state is not saved); the workers are
-    re-seeded from the resumed iteration so the resumed run does not replay the first games.
+1. gfootball's FootballEnv is built directly (its gym wrappers break under gym 0.26, and the raw observation
+   is needed anyway); simple115v2 comes from gfootball's Simple115StateWrapper.convert_observation; the
+   "checkpoints" reward is `checkpoint_reward` (gfootball's rule; a test compares it with the wrapper).
+2. One game per subprocess worker (Pipe). No lockstep: a worker gets its next action as soon as its result
+   arrives (the waiting envs are batched, all agents in one batched-matmul pass), so no worker idles behind a
+   slow one (a game reset costs ~5 steps). Actions are Gumbel-max draws with per-env noise generators, so a
+   seed reproduces the rollout whatever the arrival order.
+3. Agents = the `--num-agents` controlled left players (default: the field players; the 5_vs_5 keeper is not
+   controllable); gfootball decides which player each agent slot drives. Actor i: simple115v2 of its slot +
+   one-hot id. Critic i: all slots' simple115v2 concatenated + one-hot id.
+4. Team reward = MEAN of the per-agent gfootball rewards (scoring + the ball carrier's checkpoints): a goal is
+   worth the same whatever the number of agents, so returns compare across scenarios (a sum rescales by n).
+5. The time limit (steps_left == 0 with no goal in that step) is a truncation: gamma * V_i(final obs) is added
+   to agent i's reward and continues = 0 (compute_gae's convention). Full games too: simple115v2 has no clock.
+6. All 19 actions are always available and no player dies: masks are ones, masked means are plain means.
+7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios; PreOPC for the remaining agents
+   (their critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
+   i = semi_greedy_pick(k, mean |A|); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
+   pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). A_i is normalised over agent i's samples;
+   critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
+8. Behaviour metrics come from each step's raw observation (BehaviourTracker has the definitions): charts/*
+   per finished training game, eval/* as means over the greedy evaluation games.
+9. Presets (official A2PO GRF settings, REFERENCE.md) fill only the flags not given on the command line;
+   academy epochs are not stated there, 10 as for 5_vs_5.
+10. --capture-video: gfootball's own dumps on eval env 0 (a .webm and a replayable .dump per game in
+    runs/<run>/videos). Headless, gfootball's 3-D rendering does work off-screen but ran < 0.5 steps/s here,
+    so the videos are gfootball's 2-D minimap drawn with opencv.
+11. Resume restarts the games (env state is not saved) with workers re-seeded from the resumed iteration.
 """
 import json
 import multiprocessing as mp
@@ -270,8 +263,12 @@ class GRFEnv:
 
 def env_worker(remote, env_kwargs):
     """Subprocess loop serving one GRFEnv over a Pipe: ("reset", None) | ("step", actions) | ("close", None)."""
-    env = GRFEnv(**env_kwargs)
+    env, parent = GRFEnv(**env_kwargs), os.getppid()
     while True:
+        if not remote.poll(10.0):
+            if os.getppid() != parent:  # the trainer was killed; forked siblings keep the pipe open, so no EOF
+                return
+            continue
         cmd, data = remote.recv()
         if cmd == "step":
             remote.send(env.step(data))
@@ -283,7 +280,7 @@ def env_worker(remote, env_kwargs):
 
 
 class FootballVecEnv:
-    """`num_envs` GRFEnv games, one per subprocess worker; stepped one env at a time (send/wait/recv) or in lockstep."""
+    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send / wait / recv)."""
 
     def __init__(self, num_envs, seed, **env_kwargs):
         ctx = mp.get_context("fork")
@@ -312,13 +309,6 @@ class FootballVecEnv:
 
     def recv(self, e):
         return self.remotes[e].recv()
-
-    def step(self, actions):
-        """Lockstep step of every env (evaluation)."""
-        for e, action in enumerate(actions):
-            self.send(e, action)
-        obs, rewards, dones, truncs, final_obs, infos = zip(*[self.recv(e) for e in range(self.num_envs)])
-        return np.stack(obs), np.array(rewards, dtype=np.float32), np.array(dones), np.array(truncs), final_obs, infos
 
     def close(self):
         for remote in self.remotes:
@@ -500,9 +490,11 @@ def evaluate(actors, envs, num_episodes, eye, device):
     obs = torch.tensor(envs.reset(), device=device)
     while any(f < q for f, q in zip(finished, quotas)):
         actions = stacked_forward(actors, params, actor_inputs(obs, eye)).argmax(-1).T
-        next_obs, _, _, _, _, infos = envs.step(actions.cpu().numpy())
-        obs = torch.tensor(next_obs, device=device)
-        for e, info in enumerate(infos):
+        for e, action in enumerate(actions.cpu().numpy()):
+            envs.send(e, action)
+        for e in range(envs.num_envs):
+            next_obs, _, _, _, _, info = envs.recv(e)
+            obs[e] = torch.from_numpy(next_obs).to(device)
             if info is not None and finished[e] < quotas[e]:
                 finished[e] += 1
                 games.append(info)
@@ -568,31 +560,29 @@ if __name__ == "__main__":
     actors = nn.ModuleList([mlp(obs_dim + n, args.hidden_dim, 19, 0.01) for _ in range(n)]).to(device)
     critics = nn.ModuleList([mlp(obs_dim * n + n, args.hidden_dim, 1, 1.0) for _ in range(n)]).to(device)
     value_norms = nn.ModuleList([ValueNorm() for _ in range(n)]).to(device)
+    nets = nn.ModuleDict(dict(actors=actors, critics=critics, value_norms=value_norms))
     actor_opts = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_opts = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
+    generators = [order_gen] + env_gens
     global_step, sampling_total, updating_total, wall_before, last_eval = 0, 0.0, 0.0, 0.0, {}
     if ckpt:
-        actors.load_state_dict(ckpt["actors"])
-        critics.load_state_dict(ckpt["critics"])
-        value_norms.load_state_dict(ckpt["value_norms"])
-        for opt, state in zip(actor_opts + critic_opts, ckpt["actor_opts"] + ckpt["critic_opts"]):
+        nets.load_state_dict(ckpt["nets"])
+        for opt, state in zip(actor_opts + critic_opts, ckpt["optimizers"]):
             opt.load_state_dict(state)
+        for gen, state in zip(generators, ckpt["generators"]):
+            gen.set_state(state)
         torch.set_rng_state(ckpt["torch_rng"])
         np.random.set_state(ckpt["numpy_rng"])
         random.setstate(ckpt["python_rng"])
-        order_gen.set_state(ckpt["order_rng"])
-        for gen, state in zip(env_gens, ckpt["env_rngs"]):
-            gen.set_state(state)
         global_step, sampling_total, updating_total = ckpt["global_step"], ckpt["sampling_s"], ckpt["updating_s"]
         wall_before, last_eval = ckpt["wall_time_s"], ckpt["last_eval"]
 
     def save_checkpoint(iteration):
-        state = dict(actors=actors.state_dict(), critics=critics.state_dict(), value_norms=value_norms.state_dict(),
-                     actor_opts=[o.state_dict() for o in actor_opts], critic_opts=[o.state_dict() for o in critic_opts],
-                     torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
-                     order_rng=order_gen.get_state(), env_rngs=[g.get_state() for g in env_gens], global_step=global_step, iteration=iteration, run_name=run_name,
-                     sampling_s=sampling_total, updating_s=updating_total, wall_time_s=wall_before + time.time() - start_time,
-                     last_eval=last_eval, args=vars(args))
+        state = dict(nets=nets.state_dict(), optimizers=[o.state_dict() for o in actor_opts + critic_opts],
+                     generators=[g.get_state() for g in generators], torch_rng=torch.get_rng_state(),
+                     numpy_rng=np.random.get_state(), python_rng=random.getstate(), global_step=global_step,
+                     iteration=iteration, run_name=run_name, sampling_s=sampling_total, updating_s=updating_total,
+                     wall_time_s=wall_before + time.time() - start_time, last_eval=last_eval, args=vars(args))
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
@@ -639,7 +629,8 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     action, logprob = sample_action(stacked_forward(actors, actor_params, actor_inputs(o, eye)), noise)
                     actions_buf[t_idx, idx], logprobs_buf[t_idx, idx] = action.T, logprob.T
-                    values_buf[t_idx, idx] = stacked_forward(critics, critic_params, critic_inputs(o, eye)).squeeze(-1).T
+                    value = stacked_forward(critics, critic_params, critic_inputs(o, eye)).squeeze(-1)
+                    values_buf[t_idx, idx] = value.T
                 for e, action in zip(ready, actions_buf[t_idx, idx].cpu().numpy()):
                     envs.send(e, action)
                 pending.update(ready)
@@ -721,9 +712,9 @@ if __name__ == "__main__":
                         (pg_loss - args.ent_coef * entropy).backward()
                         nn.utils.clip_grad_norm_(actors[i].parameters(), args.max_grad_norm)
                         actor_opts[i].step()
-                        with torch.no_grad():
-                            stats.append([pg_loss.item(), value_loss, entropy.item(), ((ratio - 1) - logratio).mean().item(),
-                                          ((l_i - 1).abs() > eps_i).float().mean().item()])
+                        approx_kl = ((ratio - 1) - logratio).mean().item()
+                        clipfrac = ((l_i - 1).abs() > eps_i).float().mean().item()
+                        stats.append([pg_loss.item(), value_loss, entropy.item(), approx_kl, clipfrac])
             with torch.no_grad():
                 new_logprob = Categorical(logits=actors[i](b_actor_in)).log_prob(b_actions)
                 rho = rho * (new_logprob - b_logprobs).exp().reshape(T, E)
@@ -765,7 +756,8 @@ if __name__ == "__main__":
     if args.save_model:
         save_checkpoint(args.num_iterations)
     summary = dict(task=args.env_name, algo="a2po", seed=args.seed, global_step=global_step,
-                   wall_time_s=wall_before + time.time() - start_time, sampling_s=sampling_total, updating_s=updating_total,
+                   wall_time_s=wall_before + time.time() - start_time, sampling_s=sampling_total,
+                   updating_s=updating_total,
                    final_eval={k: (None if np.isnan(v) else v) for k, v in last_eval.items()}, args=vars(args))
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
