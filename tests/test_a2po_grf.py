@@ -204,12 +204,14 @@ def test_smoke_academy_logs_and_summary(academy_run):
     assert summary["sampling_s"] > 0 and summary["updating_s"] > 0
 
 
-def test_resume_continues_the_same_run(academy_run):
+def test_resume_continues_the_same_run_and_captures_video(academy_run):
     run_dir = only_run_dir(academy_run)
     run_script("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--total-timesteps", "384",
                "--eval-episodes", "2", "--eval-interval", "128", "--save-model", "--resume", run_dir / "checkpoint.pt",
-               cwd=academy_run, timeout=300)
+               "--capture-video", cwd=academy_run, timeout=300)
     assert only_run_dir(academy_run) == run_dir
+    videos = [v for v in (run_dir / "videos").glob("*.webm") if v.stat().st_size > 10_000]
+    assert videos, "gfootball wrote no video of the evaluation game"
     steps = [s for s, _ in read_scalars(run_dir)["losses/policy_loss"]]
     assert steps == [128, 256, 384]
     summary = json.loads((run_dir / "summary.json").read_text())
