@@ -427,8 +427,17 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
     Values are denormalised. A time-limit truncation at t is passed as continues_t = 0 with
     gamma * V(final obs) already added to r_t, which bootstraps and cuts the trace at once.
     """
-    ones = torch.ones_like(values)
-    return compute_preopc(rewards, values, bootstrap_value, continues, ones, gamma, gae_lambda)
+    if rewards.dim() == 2:
+        rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
+    rewards, continues = rewards.expand_as(values), continues.expand_as(values)
+    advantages = torch.zeros_like(values)
+    next_value, next_adv = bootstrap_value, torch.zeros_like(bootstrap_value)
+    for t in reversed(range(values.shape[0])):
+        delta = rewards[t] + gamma * continues[t] * next_value - values[t]
+        next_adv = delta + gamma * gae_lambda * continues[t] * next_adv
+        advantages[t] = next_adv
+        next_value = values[t]
+    return advantages
 
 
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
