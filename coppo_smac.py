@@ -658,12 +658,13 @@ if __name__ == "__main__":
     starts = torch.ones(E)
     ep_return, recent_returns, recent_wins = np.zeros(E), [], []
     eval_win_rate, eval_return = float("nan"), float("nan")
-    start_time, start_step = time.time(), global_step
+    start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
 
     for iteration in range(start_iteration, args.num_iterations + 1):
         # TRY NOT TO MODIFY: rollout
         t0 = time.time()
         actor.eval(), critic.eval()
+        torch.set_num_threads(1)  # the env steps on the other core (measured: 6.3k vs 5.2k env steps/s on 3s5z)
         for step in range(T):
             actor_x, critic_x, avail, alive = agent_inputs(raw, last_actions, A)
             buf["h_actor"][step], buf["h_critic"][step] = h_actor.view(E, n, -1), h_critic.view(E, n, -1)
@@ -691,6 +692,7 @@ if __name__ == "__main__":
             s = starts.to(device).repeat_interleave(n).unsqueeze(0)
             next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n)
         sampling_time = time.time() - t0
+        torch.set_num_threads(torch_threads)
 
         # ALGO LOGIC: advantages and the simultaneous CoPPO update
         t0 = time.time()
