@@ -34,11 +34,8 @@ Implementation details
 """
 import argparse
 import json
-import os
-import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -47,6 +44,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmark"))
+from launch import git_commit, machine  # noqa: E402  (one definition of the run's provenance)
+
 ALGO_ORDER = ["mappo", "coppo", "happo", "a2po"]
 MAP_ORDER = ["MMM", "3s_vs_5z", "2c_vs_64zg", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "6h_vs_8z",
              "3s5z_vs_3s6z", "MMM2", "27m_vs_30m", "corridor"]  # the talk's row order
@@ -427,16 +427,6 @@ def plot_curves(runs, out_dir):
 
 
 # ---------------------------------------------------------------- header and main
-def git_commit():
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
 def header(title, command, runs_dirs, runs, notes):
     launches = []
     for d in runs_dirs:
@@ -446,8 +436,7 @@ def header(title, command, runs_dirs, runs, notes):
     lines = [f"# {title}", "",
              f"- commit: `{git_commit()}`",
              f"- command: `{command}`",
-             f"- machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"Python {platform.python_version()}",
+             f"- machine: {machine()}",
              f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
              f"- runs: {len(runs)} from {', '.join(str(d) for d in runs_dirs)}"]
     if launches:
