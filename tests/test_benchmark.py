@@ -194,7 +194,7 @@ def test_skip_finished_and_resume_logic(tmp_path):
     assert launch.cell_state(cell, tmp_path) == ("done", killed)
 
 
-PRESET_SIZES = {"smac-quick": 48, "smac-paper": 400, "mamujoco-quick": 42, "mamujoco-paper": 70, "grf-quick": 6,
+PRESET_SIZES = {"smac-quick": 36, "smac-paper": 400, "mamujoco-quick": 42, "mamujoco-paper": 70, "grf-quick": 6,
                 "grf-paper": 10, "speed": 10}
 
 
