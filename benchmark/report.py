@@ -34,6 +34,7 @@ Implementation details
 """
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -447,6 +448,31 @@ def header(title, command, runs_dirs, runs, notes):
     return "\n".join(lines) + "\n"
 
 
+def embed_in_readme(readme, out_dir, parts, written):
+    """Replace the text between README's `<!-- report:NAME -->` and `<!-- /report:NAME -->` lines with the
+    report's parts (headings two levels down, links made relative to the README), so results shown in a
+    README are the report step's output, never typed by hand."""
+    begin, end = f"<!-- report:{out_dir.name} -->", f"<!-- /report:{out_dir.name} -->"
+    text = readme.read_text() if readme.is_file() else ""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise SystemExit(f"error: {readme} needs one line '{begin}' followed by one line '{end}'. "
+                         f"Add both where the {out_dir.name} results should go, then rerun.")
+    missing = [p for p in parts if p not in written]  # never a stale file of an earlier report
+    if missing:
+        raise SystemExit(f"error: --readme-parts {' '.join(missing)}: this report wrote no such part. "
+                         f"Parts written: {', '.join(written)}.")
+    rel = Path(os.path.relpath(out_dir, readme.parent)).as_posix()
+    body = []
+    for part in parts:
+        md = (out_dir / f"{part}.md").read_text()
+        md = re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", md, flags=re.M)
+        md = re.sub(r"\]\((?!https?://|/|#)([^)]+)\)", lambda m: f"]({rel}/{m.group(1)})", md)
+        body.append(md.strip())
+    pre, rest = text.split(begin, 1)
+    post = rest.split(end, 1)[1]
+    readme.write_text(pre + begin + "\n" + "\n\n".join(body) + "\n" + end + post)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -456,6 +482,12 @@ def main(argv=None):
     p.add_argument("--skip-first-iterations", type=int, default=1, help="iterations left out of the time table")
     p.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples of the IQM CI")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--readme", default=None,
+                   help="also copy the report into this Markdown file, between the lines <!-- report:NAME --> and "
+                        "<!-- /report:NAME --> (NAME = the --out folder's name), replacing what was there")
+    p.add_argument("--readme-parts", nargs="+", default=None,
+                   help="with --readme: copy only these parts (file stems, e.g. smac_win_rate training_time), "
+                        "each with its own header, instead of the whole report.md")
     opts = p.parse_args(argv)
     runs_dirs = [Path(d).resolve() for d in opts.runs_dir]
     out_dir = Path(opts.out or ROOT / "benchmark" / "results" / runs_dirs[0].name).resolve()
@@ -466,12 +498,13 @@ def main(argv=None):
         raise SystemExit(f"error: no finished run folders in {', '.join(map(str, runs_dirs))}. "
                          f"Launch some with benchmark/launch.py (or pass --include-unfinished).")
     head = header("Benchmark report", command, runs_dirs, runs, notes)
-    sections, results = [], dict(commit=git_commit(), command=command, runs=len(runs))
+    sections, results, written = [], dict(commit=git_commit(), command=command, runs=len(runs)), ["report"]
 
     def section(name, title, body, blurb=""):
         if not body:
             return
         sections.append(f"## {title}\n\n{blurb}{body}\n")
+        written.append(name)
         (out_dir / f"{name}.md").write_text(header(title, command, runs_dirs, runs, notes) + "\n" + blurb + body + "\n")
 
     tables = [("smac", "smac_win_rate", "SMAC win rate %", lambda rr: final_table(rr, "eval/win_rate", 100.0),
@@ -507,6 +540,9 @@ def main(argv=None):
     (out_dir / "report.md").write_text(head + "\n" + "\n".join(sections))
     (out_dir / "results.json").write_text(json.dumps(no_nan(results), indent=1))
     print(f"wrote {out_dir / 'report.md'} ({len(runs)} runs, {len(curves)} curve plots)")
+    if opts.readme:
+        embed_in_readme(Path(opts.readme).resolve(), out_dir, opts.readme_parts or ["report"], written)
+        print(f"updated {opts.readme} between its report:{out_dir.name} markers")
     return 0
 
 

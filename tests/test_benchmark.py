@@ -300,3 +300,32 @@ def test_tiny_launch_resumes_and_reports_end_to_end(tmp_path, capsys):
     assert "| 3m | **" in (out / "smac_win_rate.md").read_text()
     assert "runs launched from commit(s)" in (out / "report.md").read_text()
     assert time.time() - start < 120
+
+
+def test_report_copies_itself_into_a_readme_between_markers(smac_report, tmp_path):
+    readme = tmp_path / "docs" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("# Bench\n\n## Latest results\n\n<!-- report:smac -->\nold table\n<!-- /report:smac -->\n\nafter\n")
+    out = tmp_path / "smac"
+    runs = smac_report.parent / "runs_for_readme"
+    win_run(runs, "3m", "mappo_smac-smax-1M", 1, 0.5)
+    win_run(runs, "3m", "a2po_smac-smax-1M", 1, 1.0)
+    argv = ["--runs-dir", str(runs), "--out", str(out), "--bootstrap-samples", "50", "--readme", str(readme)]
+    for _ in range(2):  # a second report replaces the first instead of adding to it
+        assert report.main(argv) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.count("<!-- report:smac -->") == 1 and text.endswith("\n\nafter\n")
+    assert text.count("### Benchmark report") == 1 and "#### SMAC win rate %" in text  # headings moved down two
+    assert "| 3m | 50.0 (0) | **100.0 (0)** | 1 |" in text and "- commit: `" in text and "- machine:" in text
+    assert "](../smac/curves/smac_smax_3m.png)" in text  # links point at the report folder from the README
+    # only some parts, each with its own provenance header
+    assert report.main(argv + ["--readme-parts", "smac_win_rate", "aggregate_iqm"]) == 0
+    text = readme.read_text()
+    assert "### SMAC win rate %" in text and "### Aggregate IQM" in text and "Learning curves" not in text
+    assert text.count("- command: `python benchmark/report.py") == 2
+    for part in ("win_rates", "training_time"):  # a typo; a part this report did not write (no timing logged)
+        with pytest.raises(SystemExit, match=f"{part}: this report wrote no such part.*Parts written: .*smac_win_rate"):
+            report.main(argv + ["--readme-parts", part])
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="needs one line '<!-- report:smac -->' followed by"):
+        report.main(argv)
