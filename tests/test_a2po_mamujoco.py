@@ -255,3 +255,19 @@ def test_learns_halfcheetah_2x3(tmp_path):
     assert max(evals[1:]) > random_return + 500, (random_return, evals)
     assert max(evals[1:]) > evals[0] + 200, evals
     assert np.mean(train[-4:]) > np.mean(train[:4]) + 150, train
+
+
+def test_capture_video_writes_one_moving_mp4_per_evaluation(tmp_path):
+    # Hopper: the untrained policy falls within a few hundred steps, so the rendered episodes are short
+    run_script("a2po_mamujoco", "--scenario", "Hopper", "--agent-conf", "3x1", *TINY, "--num-steps", 50,
+               "--total-timesteps", 100, "--capture-video", cwd=tmp_path, timeout=240)
+    videos = sorted((only_run_dir(tmp_path) / "videos").glob("*.mp4"), key=lambda p: int(p.stem.split("_")[1]))
+    assert [p.name for p in videos] == ["eval_0.mp4", "eval_100.mp4"]  # the first evaluation and the last
+    import imageio.v2 as imageio
+
+    for path in videos:
+        # a comprehension, not list(): the reader's len() is inf for mp4 and list() would preallocate it
+        frames = np.stack([f for f in imageio.get_reader(str(path), format="FFMPEG")])
+        assert frames.shape[0] > 10 and frames.shape[1:] == (240, 320, 3), path
+        assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 1.0, path  # the hopper moved
+        assert frames.std() > 5.0, path  # an image, not a blank frame
