@@ -250,10 +250,17 @@ def run_slurm(jobs, runs_dir, max_parallel, opts, root=ROOT, threads=0):
     return submitted
 
 
+# What report.py itself writes: changes there say nothing about the code that made the numbers,
+# and would otherwise flag every report after the first one of a session.
+REPORT_OUTPUTS = ("benchmark/results", "benchmark/README.md")
+
+
 def git_commit(root=ROOT):
+    """HEAD, flagged when tracked files other than the report's own outputs differ from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                *(f":(top,exclude){p}" for p in REPORT_OUTPUTS)], cwd=root,
                                capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -4,6 +4,7 @@ preset whose commands the training scripts accept, and one tiny real launch + re
 import importlib.util
 import json
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -329,3 +330,22 @@ def test_report_copies_itself_into_a_readme_between_markers(smac_report, tmp_pat
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="needs one line '<!-- report:smac -->' followed by"):
         report.main(argv)
+
+
+def test_commit_is_flagged_for_code_changes_but_not_for_the_reports_own_outputs(tmp_path):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "benchmark" / "results").mkdir(parents=True)
+    for name in ("a2po_smac.py", "benchmark/README.md", "benchmark/results/report.md"):
+        (tmp_path / name).write_text("v1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "benchmark" / "README.md").write_text("v2\n")  # what report.py --readme writes
+    (tmp_path / "benchmark" / "results" / "report.md").write_text("v2\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert launch.git_commit(tmp_path) == head
+    assert launch.git_commit(tmp_path / "benchmark") == head  # pathspecs are from the top, not the cwd
+    (tmp_path / "a2po_smac.py").write_text("v2\n")  # the code that makes the numbers
+    assert launch.git_commit(tmp_path) == f"{head} (with uncommitted changes)"
+    assert launch.git_commit(tmp_path / "benchmark") == f"{head} (with uncommitted changes)"
