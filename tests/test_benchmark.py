@@ -333,14 +333,15 @@ def test_report_copies_itself_into_a_readme_between_markers(smac_report, tmp_pat
 
 
 def test_commit_is_flagged_for_code_changes_but_not_for_the_reports_own_outputs(tmp_path):
-    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True,  # noqa: E731
+                                    text=True).stdout.strip()
     git("init", "-q")
     (tmp_path / "benchmark" / "results").mkdir(parents=True)
     for name in ("a2po_smac.py", "benchmark/README.md", "benchmark/results/report.md"):
         (tmp_path / name).write_text("v1\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "HEAD")
     (tmp_path / "benchmark" / "README.md").write_text("v2\n")  # what report.py --readme writes
     (tmp_path / "benchmark" / "results" / "report.md").write_text("v2\n")
     (tmp_path / "notes.txt").write_text("untracked\n")
