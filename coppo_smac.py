@@ -17,7 +17,8 @@ Implementation details
    clip, while the CoPPO code base names them the other way round; we avoid both words.
    others_clip_coef < clip_coef is enforced.
 15. The other agents' product is detached (stop gradient) as in the talk's surrogate; the official
-   code also detaches it. Per-map presets are MAPPO's (CoPPO's paper used MAPPO's settings).
+   code also detaches it. Per-map presets are the A2PO code base's baseline table, the same as
+   MAPPO's and HAPPO's (see mappo_smac.py, item 9), with the others' clip at half the clip.
 """
 import json
 import math
@@ -119,13 +120,20 @@ class Args:
     """rollout + update iterations"""
 
 
-# ALGO LOGIC: per-map presets (MAPPO's official settings; the others' clip halved with the clip), applied only to flags the user did not give
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table; the others' clip is half the clip), applied only to flags the user did not give
 MAP_PRESETS = {
-    "5m_vs_6m": dict(update_epochs=10, clip_coef=0.05, others_clip_coef=0.025),
-    "10m_vs_11m": dict(update_epochs=10),
-    "8m_vs_9m": dict(update_epochs=15, clip_coef=0.05, others_clip_coef=0.025),
-    "3s_vs_5z": dict(update_epochs=15, clip_coef=0.05, others_clip_coef=0.025),
-    "MMM": dict(update_epochs=15),
+    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, others_clip_coef=0.025, recurrent=False),
+    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, others_clip_coef=0.025, recurrent=True),
+    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, others_clip_coef=0.1, recurrent=False),
+    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, others_clip_coef=0.025, recurrent=True),
+    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
+    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=False),
 }
 
 

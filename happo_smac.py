@@ -18,7 +18,7 @@ Implementation details
    samples of the agents in blocks 1..s (cumulative). HARL's HAPPO uses separate actors and one
    pass per agent; the block schedule is the A2PO code base's version for shared parameters.
 16. The critic trains on every agent's samples in every stage. Per-map presets are the A2PO code
-   base's baseline settings (its table's lambda, clip, blocks and RNN; epochs 5 on 3s5z, 10 on
+   base's baseline table, the same as MAPPO's and CoPPO's (its lambda, clip, blocks and RNN; epochs 5 on 3s5z, 10 on
    3s_vs_5z, 5 on 6h_vs_8z, 10 on MMM).
 """
 import json
@@ -121,7 +121,7 @@ class Args:
     """rollout + update iterations"""
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's HAPPO settings), applied only to flags the user did not give
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table, shared by MAPPO, CoPPO and HAPPO), applied only to flags the user did not give
 MAP_PRESETS = {
     "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
     "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),

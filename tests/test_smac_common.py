@@ -288,3 +288,26 @@ def test_track_mirrors_to_wandb_offline(tmp_path):
                "--eval-episodes", "2", "--track", cwd=tmp_path, timeout=300, env={"WANDB_MODE": "offline"})
     runs = list((tmp_path / "wandb").glob("offline-run-*3m__mappo_smac__1__*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "wandb must have recorded the run offline"
+
+
+# ---------------------------------------------------------------- one protocol for the baselines
+BASELINES = [s for s in ("mappo_smac", "coppo_smac", "happo_smac") if s in SCRIPTS]
+A2PO_OWN_EPOCHS = {"3s5z", "3s_vs_5z", "6h_vs_8z", "MMM"}  # where the A2PO code base gives A2PO other epochs
+
+
+def effective_args(script, map_name):
+    args = vars(load_script(script).parse_args(["--map-name", map_name, "--env-backend", "sc2"]))
+    return {k: v for k, v in args.items() if k != "exp_name"}
+
+
+@pytest.mark.parametrize("map_name", sorted(AGENTS))
+def test_the_baselines_share_one_protocol_and_a2po_differs_only_where_its_code_base_does(map_name):
+    runs = {script: effective_args(script, map_name) for script in [*BASELINES, "a2po_smac"]}
+    reference = runs["happo_smac"]
+    for script, args in runs.items():
+        shared = sorted(set(args) & set(reference))
+        differ = {k: (args[k], reference[k]) for k in shared if args[k] != reference[k]}
+        allowed = {"update_epochs"} if script == "a2po_smac" and map_name in A2PO_OWN_EPOCHS else set()
+        assert set(differ) <= allowed, f"{script} differs from happo_smac on {map_name}: {differ}"
+    coppo = runs["coppo_smac"]
+    assert coppo["others_clip_coef"] == pytest.approx(coppo["clip_coef"] / 2), "CoPPO's others-clip is half the clip"
