@@ -315,35 +315,37 @@ def make_sc2_env(map_name, seed):
     return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed)
 
 
-def sc2_observe(env):
+def sc2_observe(env, reward=0.0, done=False, won=False):
     avail = np.asarray(env.get_avail_actions(), dtype=bool)
     # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(obs=np.asarray(env.get_obs(), dtype=np.float32), state=np.asarray(env.get_state(), dtype=np.float32),
-                avail=avail, alive=~avail[:, 0])
+    return dict(ok=True, obs=np.asarray(env.get_obs(), dtype=np.float32), avail=avail, alive=~avail[:, 0],
+                state=np.asarray(env.get_state(), dtype=np.float32), reward=reward, done=done, won=won)
 
 
-def sc2_worker(remote, env_fn):
-    """Runs one game; auto-resets; reports a crash instead of dying silently."""
+def sc2_worker(remote, env_fn, map_name, seed):
+    """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
+    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A crash is reported, not raised."""
     try:
-        env = env_fn()
-        info = env.get_env_info()
-        env.reset()
-        remote.send(("ok", (info, sc2_observe(env))))
+        env = env_fn(map_name, seed)
+        remote.send(dict(ok=True, info=env.get_env_info()))
         while True:
-            cmd, data = remote.recv()
-            if cmd == "step":
-                reward, terminated, step_info = env.step(list(data))
-                won = bool(terminated and step_info.get("battle_won", False))
+            msg = remote.recv()
+            if msg["cmd"] == "reset":
+                env.reset()
+                remote.send(sc2_observe(env))
+            elif msg["cmd"] == "step":
+                reward, terminated, info = env.step(msg["actions"])
+                won = bool(terminated and info.get("battle_won", False))
                 if terminated:
                     env.reset()
-                remote.send(("ok", (sc2_observe(env), float(reward), bool(terminated), won)))
-            elif cmd == "close":
+                remote.send(sc2_observe(env, float(reward), bool(terminated), won))
+            else:
                 env.close()
                 break
     except (KeyboardInterrupt, EOFError):
         pass
     except Exception:
-        remote.send(("crash", traceback.format_exc()))
+        remote.send(dict(ok=False, error=traceback.format_exc()))
 
 
 class SC2VecEnv:
@@ -353,10 +355,8 @@ class SC2VecEnv:
         self.env_fn = env_fn or make_sc2_env
         self.map_name, self.seed, self.num_envs, self.restarts = map_name, seed, num_envs, 0
         self.ctx = mp.get_context("fork")
-        self.workers, self.first = [None] * num_envs, [None] * num_envs
-        for i in range(num_envs):
-            self._start(i)
-        info = self.first[0][0]
+        self.workers = [None] * num_envs
+        info = [self._start(i) for i in range(num_envs)][0]
         self.num_agents, self.num_actions, self.episode_limit = info["n_agents"], info["n_actions"], info["episode_limit"]
         self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
 
@@ -365,48 +365,60 @@ class SC2VecEnv:
             self.workers[i][1].kill()
         remote, child = self.ctx.Pipe()
         seed = self.seed + 1000 * i + 100_000 * self.restarts
-        proc = self.ctx.Process(target=sc2_worker, args=(child, lambda: self.env_fn(self.map_name, seed)), daemon=True)
+        proc = self.ctx.Process(target=sc2_worker, args=(child, self.env_fn, self.map_name, seed), daemon=True)
         proc.start()
         child.close()
         self.workers[i] = (remote, proc)
-        status, payload = self._recv(i)
-        if status != "ok":
-            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{payload}")
-        self.first[i] = payload
+        msg = self._recv(i)
+        if not msg["ok"]:
+            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{msg['error']}")
+        return msg["info"]
 
     def _recv(self, i):
         try:
             return self.workers[i][0].recv()
         except (EOFError, ConnectionError):
-            return "crash", "the worker process died"
+            return dict(ok=False, error="the worker process died")
+
+    def _answer(self, i):
+        """Worker i's answer; a crashed game is restarted in a new episode and its episode ends, not won."""
+        msg = self._recv(i)
+        if msg["ok"]:
+            return msg
+        print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{msg['error']}")
+        self.restarts += 1
+        self._start(i)
+        self.workers[i][0].send({"cmd": "reset"})
+        msg = self._recv(i)
+        if not msg["ok"]:
+            raise RuntimeError(f"StarCraft II worker {i} crashed again after a restart:\n{msg['error']}")
+        return dict(msg, reward=0.0, done=True, won=False)
+
+    def _gather(self):
+        msgs = [self._answer(i) for i in range(self.num_envs)]
+        obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
+        reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
+        return obs, reward.astype(np.float32), done, won
 
     def reset(self):
-        return {k: np.stack([f[1][k] for f in self.first]) for k in self.first[0][1]}
+        for remote, _ in self.workers:
+            remote.send({"cmd": "reset"})
+        return self._gather()[0]
 
     def step_async(self, actions):
         for (remote, _), a in zip(self.workers, actions):
-            remote.send(("step", a.tolist()))
+            remote.send({"cmd": "step", "actions": a.tolist()})
 
     def step_wait(self):
-        results = []
-        for i in range(self.num_envs):
-            status, payload = self._recv(i)
-            if status != "ok":
-                print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{payload}")
-                self.restarts += 1
-                self._start(i)
-                payload = (self.first[i][1], 0.0, True, False)
-            results.append(payload)
-        obs = {k: np.stack([r[0][k] for r in results]) for k in results[0][0]}
-        reward, done, won = (np.array([r[j] for r in results]) for j in (1, 2, 3))
-        return obs, reward.astype(np.float32), done, won
+        return self._gather()
 
     def close(self):
-        for remote, proc in self.workers:
+        for remote, _ in self.workers:
             try:
-                remote.send(("close", None))
-            except (BrokenPipeError, OSError):
+                remote.send({"cmd": "close"})
+            except OSError:
                 pass
+        for _, proc in self.workers:
             proc.join(timeout=5)
 
 

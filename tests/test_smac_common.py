@@ -180,6 +180,22 @@ def test_sc2_workers_follow_smacv2_api_and_restart_a_crashed_game(mappo):
         envs.close()
 
 
+def test_sc2_reset_starts_a_new_episode_in_every_game(mappo):
+    envs = mappo.SC2VecEnv("3m", 2, seed=100_000, env_fn=FakeStarCraft2Env)  # these seeds never crash
+    try:
+        envs.reset()
+        for _ in range(4):  # mid-episode (the stand-in's episodes last 5 steps), agent 1 dead
+            envs.step_async(np.zeros((2, 2), dtype=int))
+            envs.step_wait()
+        raw = envs.reset()
+        assert (raw["obs"] == 0).all() and raw["alive"].all()
+        envs.step_async(np.zeros((2, 2), dtype=int))
+        raw, reward, done, won = envs.step_wait()
+        assert (raw["obs"] == 1).all() and not done.any(), "after reset() every game is at step 1 of a new episode"
+    finally:
+        envs.close()
+
+
 # ---------------------------------------------------------------- bad input, presets
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("flags, message", [
