@@ -34,6 +34,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import signal
 import sys
 import time
 import traceback
@@ -341,13 +342,21 @@ def sc2_observe(env, reward=0.0, done=False, won=False):
                 state=np.asarray(env.get_state(), dtype=np.float32), reward=reward, done=done, won=won)
 
 
-def sc2_worker(remote, env_fn, map_name, seed):
+def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
     """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
-    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A crash is reported, not raised."""
+    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A crash is reported, not raised. The
+    game is closed whenever the worker ends: on "close", after a crash, on SIGTERM or Ctrl-C, and when the
+    trainer is gone (its end of the pipe closed, or this process orphaned)."""
+    trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
+    trainer, env, error = os.getppid(), None, None
     try:
         env = env_fn(map_name, seed)
         remote.send(dict(ok=True, info=env.get_env_info()))
         while True:
+            while not remote.poll(1.0):
+                if os.getppid() != trainer:  # killed: forked siblings may hold its end of the pipe open
+                    raise EOFError
             msg = remote.recv()
             if msg["cmd"] == "reset":
                 env.reset()
@@ -359,12 +368,18 @@ def sc2_worker(remote, env_fn, map_name, seed):
                     env.reset()
                 remote.send(sc2_observe(env, float(reward), bool(terminated), won))
             else:
-                env.close()
                 break
-    except (KeyboardInterrupt, EOFError):
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:
-        remote.send(dict(ok=False, error=traceback.format_exc()))
+        error = traceback.format_exc()
+    if env is not None:
+        env.close()  # smacv2 closes its StarCraft II process here (atexit does not run in a worker)
+    if error:
+        try:
+            remote.send(dict(ok=False, error=error))
+        except OSError:
+            pass
 
 
 class SC2VecEnv:
@@ -381,10 +396,12 @@ class SC2VecEnv:
 
     def _start(self, i):
         if self.workers[i] is not None:
+            self.workers[i][1].join(timeout=10)  # a crashed worker closes its game before it exits
             self.workers[i][1].kill()
         remote, child = self.ctx.Pipe()
         seed = self.seed + 1000 * i + 100_000 * self.restarts
-        proc = self.ctx.Process(target=sc2_worker, args=(child, self.env_fn, self.map_name, seed), daemon=True)
+        args = (child, remote, self.env_fn, self.map_name, seed)
+        proc = self.ctx.Process(target=sc2_worker, args=args, daemon=True)
         proc.start()
         child.close()
         self.workers[i] = (remote, proc)
@@ -438,7 +455,7 @@ class SC2VecEnv:
             except OSError:
                 pass
         for _, proc in self.workers:
-            proc.join(timeout=5)
+            proc.join(timeout=10)
 
 
 def make_envs(args, num_envs, seed):

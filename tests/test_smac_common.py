@@ -196,6 +196,55 @@ def test_sc2_reset_starts_a_new_episode_in_every_game(mappo):
         envs.close()
 
 
+TRAINER = """
+import os, sys, time
+sys.path[:0] = [{tests!r}, {root!r}]
+from helpers import load_script
+from test_smac_common import FakeStarCraft2Env
+
+class Game(FakeStarCraft2Env):
+    def close(self):
+        open(os.path.join({out!r}, f"closed.{{os.getpid()}}"), "w").close()
+
+m = load_script("mappo_smac")
+envs = [m.SC2VecEnv("3m", 2, seed=100_000, env_fn=Game) for _ in range(2)]  # like the train and eval envs
+for e in envs:
+    e.reset()
+print(*[proc.pid for e in envs for _, proc in e.workers], flush=True)
+{end}
+"""
+
+
+def running(pid):
+    try:  # the state field of /proc/pid/stat; Z: exited, not yet reaped
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("end", ["kill -9", "exception"])
+def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
+    code = TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path),
+                          end="time.sleep(600)" if end == "kill -9" else "raise RuntimeError('the trainer fails')")
+    with open(tmp_path / "stderr", "w") as stderr:
+        trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    pids = [int(p) for p in trainer.stdout.readline().split()]
+    try:
+        assert len(pids) == 4, (tmp_path / "stderr").read_text()
+        if end == "kill -9":
+            trainer.send_signal(signal.SIGKILL)
+        trainer.wait(timeout=60)
+        deadline = time.time() + 15
+        while any(map(running, pids)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(map(running, pids)), f"workers outlived the trainer ({end})"
+        closed = sorted(int(p.suffix[1:]) for p in tmp_path.glob("closed.*"))
+        assert closed == sorted(pids), "every worker closes its game before it exits"
+    finally:
+        for pid in filter(running, pids):
+            os.kill(pid, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- bad input, presets
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("flags, message", [
