@@ -178,8 +178,8 @@ SC2_CLASSIC_MAPS = [
     "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
     "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
 ]
-SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team)
-    "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], ["colossus"]),
+SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team), as smacv2's sc2_gen_{race}.yaml
+    "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], []),
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
     "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
 }
@@ -317,9 +317,9 @@ class SMAXVecEnv:
 
 
 def make_sc2_env(map_name, seed):
-    """One smacv2 game: a classic SMAC map or a SMACv2 `race_a_vs_b` scenario."""
-    from smacv2.env import StarCraft2Env
-    from smacv2.env.starcraft2.wrapper import StarCraftCapabilityEnvWrapper
+    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario with the settings of smacv2's
+    sc2_gen_{race}.yaml (units' own attack and sight ranges, own position observed)."""
+    from smacv2.env import StarCraft2Env, StarCraftCapabilityEnvWrapper
 
     if map_name not in SMACV2_MAPS:
         return StarCraft2Env(map_name=map_name, seed=seed)
@@ -329,10 +329,10 @@ def make_sc2_env(map_name, seed):
         "n_units": int(allies), "n_enemies": int(enemies),
         "team_gen": {"dist_type": "weighted_teams", "unit_types": units, "weights": weights,
                      "exception_unit_types": exceptions, "observe": True},
-        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "n_enemies": int(enemies),
-                            "map_x": 32, "map_y": 32},
+        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "map_x": 32, "map_y": 32},
     }
-    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed)
+    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed,
+                                         use_unit_ranges=True, obs_own_pos=True)
 
 
 def sc2_observe(env, reward=0.0, done=False, won=False):

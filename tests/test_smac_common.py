@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -194,6 +195,37 @@ def test_sc2_reset_starts_a_new_episode_in_every_game(mappo):
         assert (raw["obs"] == 1).all() and not done.any(), "after reset() every game is at step 1 of a new episode"
     finally:
         envs.close()
+
+
+def test_smacv2_scenarios_get_smacv2s_published_settings(mappo, monkeypatch):
+    made = []
+
+    def recorder(kind):
+        return lambda **kwargs: made.append((kind, kwargs))
+
+    for name in ("smacv2", "smacv2.env", "smacv2.env.starcraft2", "smacv2.env.starcraft2.wrapper"):
+        module = types.ModuleType(name)  # a stand-in smacv2 whose envs record what they are given
+        module.StarCraft2Env, module.StarCraftCapabilityEnvWrapper = recorder("classic"), recorder("capability")
+        monkeypatch.setitem(sys.modules, name, module)
+    # smacv2/examples/configs/sc2_gen_{race}.yaml: env args, then the capability config's team_gen
+    published = {
+        "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], None),
+        "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
+        "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
+    }
+    for race, (units, weights, exceptions) in published.items():
+        mappo.make_sc2_env(f"{race}_10_vs_11", seed=7)
+        kind, kwargs = made.pop()
+        config = kwargs.pop("capability_config")
+        assert kind == "capability"
+        assert kwargs == dict(map_name=f"10gen_{race}", seed=7, use_unit_ranges=True, obs_own_pos=True)
+        assert (config["n_units"], config["n_enemies"]) == (10, 11)
+        team_gen = config["team_gen"]
+        assert (team_gen["dist_type"], team_gen["unit_types"], team_gen["weights"]) == ("weighted_teams", units, weights)
+        assert team_gen["observe"] and (team_gen.get("exception_unit_types") or None) == exceptions
+        assert config["start_positions"] == dict(dist_type="surrounded_and_reflect", p=0.5, map_x=32, map_y=32)
+    mappo.make_sc2_env("3s5z", seed=7)
+    assert made.pop() == ("classic", dict(map_name="3s5z", seed=7)), "classic maps keep SMAC's defaults"
 
 
 TRAINER = """
