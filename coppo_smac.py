@@ -634,9 +634,10 @@ def save_checkpoint(path, **state):
 if __name__ == "__main__":
     # TRY NOT TO MODIFY: setup
     args = parse_args()
-    checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
-    if args.resume and checkpoint is None:
-        raise SystemExit(f"error: cannot read checkpoint {args.resume}.")
+    try:
+        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
+        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}")
     run_name = checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)

@@ -293,6 +293,18 @@ def test_bad_input_is_one_clear_line(script, flags, message, tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"], ids=["missing", "unreadable"])
+def test_a_bad_resume_file_is_one_clear_line_naming_it(script, content, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run_script(script, "--map-name", "3m", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read checkpoint") and str(path) in lines[0], lines
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_map_presets_fill_only_what_the_user_did_not_give(script, monkeypatch):
     module = load_script(script)
     preset = module.MAP_PRESETS["5m_vs_6m"]
