@@ -430,23 +430,20 @@ class SC2VecEnv:
             raise RuntimeError(f"StarCraft II worker {i} crashed again after a restart:\n{msg['error']}")
         return dict(msg, reward=0.0, done=True, won=False)
 
-    def _gather(self):
-        msgs = [self._answer(i) for i in range(self.num_envs)]
-        obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
-        reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
-        return obs, reward.astype(np.float32), done, won
-
     def reset(self):
         for remote, _ in self.workers:
             remote.send({"cmd": "reset"})
-        return self._gather()[0]
+        return self.step_wait()[0]  # a reset is answered as a step is
 
     def step_async(self, actions):
         for (remote, _), a in zip(self.workers, actions):
             remote.send({"cmd": "step", "actions": a.tolist()})
 
     def step_wait(self):
-        return self._gather()
+        msgs = [self._answer(i) for i in range(self.num_envs)]
+        obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
+        reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
+        return obs, reward.astype(np.float32), done, won
 
     def close(self):
         for remote, _ in self.workers:
