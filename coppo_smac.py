@@ -19,6 +19,7 @@ Implementation details
 15. The other agents' product is detached (stop gradient) as in the talk's surrogate; the official
    code also detaches it. Per-map presets are MAPPO's (CoPPO's paper used MAPPO's settings).
 """
+# TRY NOT TO MODIFY: imports
 import json
 import math
 import multiprocessing as mp
@@ -32,6 +33,11 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, Optional
+
+if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
+    # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
+    # implementation loads them, and it must be chosen before anything (TensorBoard) imports protobuf
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import numpy as np
 import torch
@@ -166,8 +172,9 @@ SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole 
 }
 SMACV2_MAPS = [f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]]
 SC2_INSTALL = (
-    "pip install git+https://github.com/oxwhirl/smacv2.git, install StarCraft II 4.10 with the SMAC maps "
-    "and export SC2PATH=/path/to/StarCraftII (see README.md, 'StarCraft II backend')"
+    "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
+    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
+    "(see README.md, 'StarCraft II backend')"
 )
 
 
@@ -440,9 +447,9 @@ def make_envs(args, num_envs, seed):
     if args.env_backend == "smax":
         return SMAXVecEnv(args.map_name, num_envs, seed)
     try:
-        import smacv2  # noqa: F401
-    except ImportError:
-        raise SystemExit(f"error: --env-backend sc2 needs smacv2, which is not installed. {SC2_INSTALL}.")
+        import smacv2.env  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.")
     if not os.path.isdir(os.environ.get("SC2PATH", os.path.expanduser("~/StarCraftII"))):
         raise SystemExit(f"error: StarCraft II not found (SC2PATH is unset or wrong). {SC2_INSTALL}.")
     return SC2VecEnv(args.map_name, num_envs, seed)

@@ -247,6 +247,44 @@ print(*[proc.pid for e in envs for _, proc in e.workers], flush=True)
 """
 
 
+PROTOCOL_TRAINER = """
+import sys
+sys.argv[1:] = ["--env-backend", "sc2"]
+sys.path[:0] = [{tests!r}, {root!r}]
+from helpers import load_script
+
+m = load_script("mappo_smac")  # imports torch and TensorBoard, as a trainer does
+from test_smac_common import FakeStarCraft2Env
+
+def game(map_name, seed):  # in the forked worker, as smacv2 does: StarCraft II's protocol modules
+    from pysc2 import maps, run_configs
+    from pysc2.lib import protocol, units
+    from s2clientprotocol import common_pb2, debug_pb2, raw_pb2, sc2api_pb2
+
+    request = sc2api_pb2.Request(ping=sc2api_pb2.RequestPing())
+    assert sc2api_pb2.Request.FromString(request.SerializeToString()) == request
+    return FakeStarCraft2Env(map_name, seed)
+
+envs = m.SC2VecEnv("3m", 1, seed=100_000, env_fn=game)
+envs.reset()
+envs.close()
+writer = m.SummaryWriter({out!r})
+writer.add_scalar("charts/SPS", 1.0, 0)
+writer.close()
+print("trainer and worker ok")
+"""
+
+
+def test_sc2_protocol_modules_load_in_a_worker_after_the_trainer_loaded_tensorboard(tmp_path):
+    """requirements-sc2.txt's pysc2 and s2clientprotocol next to requirements.txt's protobuf and TensorBoard."""
+    code = PROTOCOL_TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "trainer and worker ok" in proc.stdout, proc.stdout[-3000:]
+    assert read_scalars(tmp_path)["charts/SPS"] == [(0, 1.0)]
+
+
 def running(pid):
     try:  # the state field of /proc/pid/stat; Z: exited, not yet reaped
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -284,7 +322,8 @@ def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
     (["--map-name", "MMM2"], "--env-backend sc2"),
     (["--num-steps", "95"], "not a multiple of --data-chunk-length"),
     (["--num-minibatches", "7"], "does not divide"),
-    (["--env-backend", "sc2", "--map-name", "3m"], "pip install git+https://github.com/oxwhirl/smacv2.git"),
+    (["--env-backend", "sc2", "--map-name", "3m"],
+     "pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git"),
 ])
 def test_bad_input_is_one_clear_line(script, flags, message, tmp_path):
     proc = run_script(script, *flags, cwd=tmp_path, timeout=120, check=False)
