@@ -20,18 +20,25 @@ Implementation details
    code also detaches it. Per-map presets are the A2PO code base's baseline table, the same as
    MAPPO's and HAPPO's (see mappo_smac.py, item 9), with the others' clip at half the clip.
 """
+# TRY NOT TO MODIFY: imports
 import json
 import math
 import multiprocessing as mp
 import os
 import random
 import re
+import signal
 import sys
 import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, Optional
+
+if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
+    # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
+    # implementation loads them, and it must be chosen before anything (TensorBoard) imports protobuf
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import numpy as np
 import torch
@@ -166,15 +173,16 @@ SC2_CLASSIC_MAPS = [
     "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
     "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
 ]
-SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team)
-    "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], ["colossus"]),
+SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team), as smacv2's sc2_gen_{race}.yaml
+    "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], []),
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
     "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
 }
 SMACV2_MAPS = [f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]]
 SC2_INSTALL = (
-    "pip install git+https://github.com/oxwhirl/smacv2.git, install StarCraft II 4.10 with the SMAC maps "
-    "and export SC2PATH=/path/to/StarCraftII (see README.md, 'StarCraft II backend')"
+    "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
+    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
+    "(see README.md, 'StarCraft II backend')"
 )
 
 
@@ -305,9 +313,9 @@ class SMAXVecEnv:
 
 
 def make_sc2_env(map_name, seed):
-    """One smacv2 game: a classic SMAC map or a SMACv2 `race_a_vs_b` scenario."""
-    from smacv2.env import StarCraft2Env
-    from smacv2.env.starcraft2.wrapper import StarCraftCapabilityEnvWrapper
+    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario with the settings of smacv2's
+    sc2_gen_{race}.yaml (units' own attack and sight ranges, own position observed)."""
+    from smacv2.env import StarCraft2Env, StarCraftCapabilityEnvWrapper
 
     if map_name not in SMACV2_MAPS:
         return StarCraft2Env(map_name=map_name, seed=seed)
@@ -317,41 +325,57 @@ def make_sc2_env(map_name, seed):
         "n_units": int(allies), "n_enemies": int(enemies),
         "team_gen": {"dist_type": "weighted_teams", "unit_types": units, "weights": weights,
                      "exception_unit_types": exceptions, "observe": True},
-        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "n_enemies": int(enemies),
-                            "map_x": 32, "map_y": 32},
+        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "map_x": 32, "map_y": 32},
     }
-    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed)
+    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed,
+                                         use_unit_ranges=True, obs_own_pos=True)
 
 
-def sc2_observe(env):
+def sc2_observe(env, reward=0.0, done=False, won=False):
     avail = np.asarray(env.get_avail_actions(), dtype=bool)
     # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(obs=np.asarray(env.get_obs(), dtype=np.float32), state=np.asarray(env.get_state(), dtype=np.float32),
-                avail=avail, alive=~avail[:, 0])
+    return dict(ok=True, obs=np.asarray(env.get_obs(), dtype=np.float32), avail=avail, alive=~avail[:, 0],
+                state=np.asarray(env.get_state(), dtype=np.float32), reward=reward, done=done, won=won)
 
 
-def sc2_worker(remote, env_fn):
-    """Runs one game; auto-resets; reports a crash instead of dying silently."""
+def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
+    """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
+    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A crash is reported, not raised. The
+    game is closed whenever the worker ends: on "close", after a crash, on SIGTERM or Ctrl-C, and when the
+    trainer is gone (its end of the pipe closed, or this process orphaned)."""
+    trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
+    trainer, env, error = os.getppid(), None, None
     try:
-        env = env_fn()
-        info = env.get_env_info()
-        env.reset()
-        remote.send(("ok", (info, sc2_observe(env))))
+        env = env_fn(map_name, seed)
+        remote.send(dict(ok=True, info=env.get_env_info()))
         while True:
-            cmd, data = remote.recv()
-            if cmd == "step":
-                reward, terminated, step_info = env.step(list(data))
-                won = bool(terminated and step_info.get("battle_won", False))
+            while not remote.poll(1.0):
+                if os.getppid() != trainer:  # killed: forked siblings may hold its end of the pipe open
+                    raise EOFError
+            msg = remote.recv()
+            if msg["cmd"] == "reset":
+                env.reset()
+                remote.send(sc2_observe(env))
+            elif msg["cmd"] == "step":
+                reward, terminated, info = env.step(msg["actions"])
+                won = bool(terminated and info.get("battle_won", False))
                 if terminated:
                     env.reset()
-                remote.send(("ok", (sc2_observe(env), float(reward), bool(terminated), won)))
-            elif cmd == "close":
-                env.close()
+                remote.send(sc2_observe(env, float(reward), bool(terminated), won))
+            else:
                 break
-    except (KeyboardInterrupt, EOFError):
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:
-        remote.send(("crash", traceback.format_exc()))
+        error = traceback.format_exc()
+    if env is not None:
+        env.close()  # smacv2 closes its StarCraft II process here (atexit does not run in a worker)
+    if error:
+        try:
+            remote.send(dict(ok=False, error=error))
+        except OSError:
+            pass
 
 
 class SC2VecEnv:
@@ -361,70 +385,79 @@ class SC2VecEnv:
         self.env_fn = env_fn or make_sc2_env
         self.map_name, self.seed, self.num_envs, self.restarts = map_name, seed, num_envs, 0
         self.ctx = mp.get_context("fork")
-        self.workers, self.first = [None] * num_envs, [None] * num_envs
-        for i in range(num_envs):
-            self._start(i)
-        info = self.first[0][0]
+        self.workers = [None] * num_envs
+        info = [self._start(i) for i in range(num_envs)][0]
         self.num_agents, self.num_actions, self.episode_limit = info["n_agents"], info["n_actions"], info["episode_limit"]
         self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
 
     def _start(self, i):
         if self.workers[i] is not None:
+            self.workers[i][1].join(timeout=10)  # a crashed worker closes its game before it exits
             self.workers[i][1].kill()
         remote, child = self.ctx.Pipe()
         seed = self.seed + 1000 * i + 100_000 * self.restarts
-        proc = self.ctx.Process(target=sc2_worker, args=(child, lambda: self.env_fn(self.map_name, seed)), daemon=True)
+        args = (child, remote, self.env_fn, self.map_name, seed)
+        proc = self.ctx.Process(target=sc2_worker, args=args, daemon=True)
         proc.start()
         child.close()
         self.workers[i] = (remote, proc)
-        status, payload = self._recv(i)
-        if status != "ok":
-            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{payload}")
-        self.first[i] = payload
+        msg = self._recv(i)
+        if not msg["ok"]:
+            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{msg['error']}")
+        return msg["info"]
 
     def _recv(self, i):
         try:
             return self.workers[i][0].recv()
         except (EOFError, ConnectionError):
-            return "crash", "the worker process died"
+            return dict(ok=False, error="the worker process died")
+
+    def _answer(self, i):
+        """Worker i's answer; a crashed game is restarted in a new episode and its episode ends, not won."""
+        msg = self._recv(i)
+        if msg["ok"]:
+            return msg
+        print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{msg['error']}")
+        self.restarts += 1
+        self._start(i)
+        self.workers[i][0].send({"cmd": "reset"})
+        msg = self._recv(i)
+        if not msg["ok"]:
+            raise RuntimeError(f"StarCraft II worker {i} crashed again after a restart:\n{msg['error']}")
+        return dict(msg, reward=0.0, done=True, won=False)
 
     def reset(self):
-        return {k: np.stack([f[1][k] for f in self.first]) for k in self.first[0][1]}
+        for remote, _ in self.workers:
+            remote.send({"cmd": "reset"})
+        return self.step_wait()[0]  # a reset is answered as a step is
 
     def step_async(self, actions):
         for (remote, _), a in zip(self.workers, actions):
-            remote.send(("step", a.tolist()))
+            remote.send({"cmd": "step", "actions": a.tolist()})
 
     def step_wait(self):
-        results = []
-        for i in range(self.num_envs):
-            status, payload = self._recv(i)
-            if status != "ok":
-                print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{payload}")
-                self.restarts += 1
-                self._start(i)
-                payload = (self.first[i][1], 0.0, True, False)
-            results.append(payload)
-        obs = {k: np.stack([r[0][k] for r in results]) for k in results[0][0]}
-        reward, done, won = (np.array([r[j] for r in results]) for j in (1, 2, 3))
+        msgs = [self._answer(i) for i in range(self.num_envs)]
+        obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
+        reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
         return obs, reward.astype(np.float32), done, won
 
     def close(self):
-        for remote, proc in self.workers:
+        for remote, _ in self.workers:
             try:
-                remote.send(("close", None))
-            except (BrokenPipeError, OSError):
+                remote.send({"cmd": "close"})
+            except OSError:
                 pass
-            proc.join(timeout=5)
+        for _, proc in self.workers:
+            proc.join(timeout=10)
 
 
 def make_envs(args, num_envs, seed):
     if args.env_backend == "smax":
         return SMAXVecEnv(args.map_name, num_envs, seed)
     try:
-        import smacv2  # noqa: F401
-    except ImportError:
-        raise SystemExit(f"error: --env-backend sc2 needs smacv2, which is not installed. {SC2_INSTALL}.")
+        import smacv2.env  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.")
     if not os.path.isdir(os.environ.get("SC2PATH", os.path.expanduser("~/StarCraftII"))):
         raise SystemExit(f"error: StarCraft II not found (SC2PATH is unset or wrong). {SC2_INSTALL}.")
     return SC2VecEnv(args.map_name, num_envs, seed)
@@ -613,9 +646,10 @@ def save_checkpoint(path, **state):
 if __name__ == "__main__":
     # TRY NOT TO MODIFY: setup
     args = parse_args()
-    checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
-    if args.resume and checkpoint is None:
-        raise SystemExit(f"error: cannot read checkpoint {args.resume}.")
+    try:
+        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
+        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}")
     run_name = checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -180,6 +181,140 @@ def test_sc2_workers_follow_smacv2_api_and_restart_a_crashed_game(mappo):
         envs.close()
 
 
+def test_sc2_reset_starts_a_new_episode_in_every_game(mappo):
+    envs = mappo.SC2VecEnv("3m", 2, seed=100_000, env_fn=FakeStarCraft2Env)  # these seeds never crash
+    try:
+        envs.reset()
+        for _ in range(4):  # mid-episode (the stand-in's episodes last 5 steps), agent 1 dead
+            envs.step_async(np.zeros((2, 2), dtype=int))
+            envs.step_wait()
+        raw = envs.reset()
+        assert (raw["obs"] == 0).all() and raw["alive"].all()
+        envs.step_async(np.zeros((2, 2), dtype=int))
+        raw, reward, done, won = envs.step_wait()
+        assert (raw["obs"] == 1).all() and not done.any(), "after reset() every game is at step 1 of a new episode"
+    finally:
+        envs.close()
+
+
+def test_smacv2_scenarios_get_smacv2s_published_settings(mappo, monkeypatch):
+    made = []
+
+    def recorder(kind):
+        return lambda **kwargs: made.append((kind, kwargs))
+
+    for name in ("smacv2", "smacv2.env", "smacv2.env.starcraft2", "smacv2.env.starcraft2.wrapper"):
+        module = types.ModuleType(name)  # a stand-in smacv2 whose envs record what they are given
+        module.StarCraft2Env, module.StarCraftCapabilityEnvWrapper = recorder("classic"), recorder("capability")
+        monkeypatch.setitem(sys.modules, name, module)
+    # smacv2/examples/configs/sc2_gen_{race}.yaml: env args, then the capability config's team_gen
+    published = {
+        "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], None),
+        "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
+        "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
+    }
+    for race, (units, weights, exceptions) in published.items():
+        mappo.make_sc2_env(f"{race}_10_vs_11", seed=7)
+        kind, kwargs = made.pop()
+        config = kwargs.pop("capability_config")
+        assert kind == "capability"
+        assert kwargs == dict(map_name=f"10gen_{race}", seed=7, use_unit_ranges=True, obs_own_pos=True)
+        assert (config["n_units"], config["n_enemies"]) == (10, 11)
+        team_gen = config["team_gen"]
+        assert (team_gen["dist_type"], team_gen["unit_types"], team_gen["weights"]) == ("weighted_teams", units, weights)
+        assert team_gen["observe"] and (team_gen.get("exception_unit_types") or None) == exceptions
+        assert config["start_positions"] == dict(dist_type="surrounded_and_reflect", p=0.5, map_x=32, map_y=32)
+    mappo.make_sc2_env("3s5z", seed=7)
+    assert made.pop() == ("classic", dict(map_name="3s5z", seed=7)), "classic maps keep SMAC's defaults"
+
+
+TRAINER = """
+import os, sys, time
+sys.path[:0] = [{tests!r}, {root!r}]
+from helpers import load_script
+from test_smac_common import FakeStarCraft2Env
+
+class Game(FakeStarCraft2Env):
+    def close(self):
+        open(os.path.join({out!r}, f"closed.{{os.getpid()}}"), "w").close()
+
+m = load_script("mappo_smac")
+envs = [m.SC2VecEnv("3m", 2, seed=100_000, env_fn=Game) for _ in range(2)]  # like the train and eval envs
+for e in envs:
+    e.reset()
+print(*[proc.pid for e in envs for _, proc in e.workers], flush=True)
+{end}
+"""
+
+
+PROTOCOL_TRAINER = """
+import sys
+sys.argv[1:] = ["--env-backend", "sc2"]
+sys.path[:0] = [{tests!r}, {root!r}]
+from helpers import load_script
+
+m = load_script("mappo_smac")  # imports torch and TensorBoard, as a trainer does
+from test_smac_common import FakeStarCraft2Env
+
+def game(map_name, seed):  # in the forked worker, as smacv2 does: StarCraft II's protocol modules
+    from pysc2 import maps, run_configs
+    from pysc2.lib import protocol, units
+    from s2clientprotocol import common_pb2, debug_pb2, raw_pb2, sc2api_pb2
+
+    request = sc2api_pb2.Request(ping=sc2api_pb2.RequestPing())
+    assert sc2api_pb2.Request.FromString(request.SerializeToString()) == request
+    return FakeStarCraft2Env(map_name, seed)
+
+envs = m.SC2VecEnv("3m", 1, seed=100_000, env_fn=game)
+envs.reset()
+envs.close()
+writer = m.SummaryWriter({out!r})
+writer.add_scalar("charts/SPS", 1.0, 0)
+writer.close()
+print("trainer and worker ok")
+"""
+
+
+def test_sc2_protocol_modules_load_in_a_worker_after_the_trainer_loaded_tensorboard(tmp_path):
+    """requirements-sc2.txt's pysc2 and s2clientprotocol next to requirements.txt's protobuf and TensorBoard."""
+    code = PROTOCOL_TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "trainer and worker ok" in proc.stdout, proc.stdout[-3000:]
+    assert read_scalars(tmp_path)["charts/SPS"] == [(0, 1.0)]
+
+
+def running(pid):
+    try:  # the state field of /proc/pid/stat; Z: exited, not yet reaped
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("end", ["kill -9", "exception"])
+def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
+    code = TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path),
+                          end="time.sleep(600)" if end == "kill -9" else "raise RuntimeError('the trainer fails')")
+    with open(tmp_path / "stderr", "w") as stderr:
+        trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    pids = [int(p) for p in trainer.stdout.readline().split()]
+    try:
+        assert len(pids) == 4, (tmp_path / "stderr").read_text()
+        if end == "kill -9":
+            trainer.send_signal(signal.SIGKILL)
+        trainer.wait(timeout=60)
+        deadline = time.time() + 15
+        while any(map(running, pids)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(map(running, pids)), f"workers outlived the trainer ({end})"
+        closed = sorted(int(p.suffix[1:]) for p in tmp_path.glob("closed.*"))
+        assert closed == sorted(pids), "every worker closes its game before it exits"
+    finally:
+        for pid in filter(running, pids):
+            os.kill(pid, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- bad input, presets
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("flags, message", [
@@ -187,12 +322,25 @@ def test_sc2_workers_follow_smacv2_api_and_restart_a_crashed_game(mappo):
     (["--map-name", "MMM2"], "--env-backend sc2"),
     (["--num-steps", "95"], "not a multiple of --data-chunk-length"),
     (["--num-minibatches", "7"], "does not divide"),
-    (["--env-backend", "sc2", "--map-name", "3m"], "pip install git+https://github.com/oxwhirl/smacv2.git"),
+    (["--env-backend", "sc2", "--map-name", "3m"],
+     "pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git"),
 ])
 def test_bad_input_is_one_clear_line(script, flags, message, tmp_path):
     proc = run_script(script, *flags, cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode != 0
     assert message in proc.stdout and "Traceback" not in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"], ids=["missing", "unreadable"])
+def test_a_bad_resume_file_is_one_clear_line_naming_it(script, content, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run_script(script, "--map-name", "3m", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read checkpoint") and str(path) in lines[0], lines
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
