@@ -26,7 +26,8 @@ Implementation details
 6. All 19 actions are always available and no player dies: masks are ones, masked means are plain means.
 7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios; PreOPC for the remaining agents
    (their critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
-   i = semi_greedy_pick(k, mean |A|); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
+   i = semi_greedy_pick(k, mean |A|) (greedy at even k, so the first pick is greedy as in the A2PO code base;
+   uniform at odd k); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
    pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). A_i is normalised over agent i's samples;
    critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
 8. Behaviour metrics come from each step's raw observation (BehaviourTracker has the definitions): charts/*
@@ -466,9 +467,9 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
-    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
-    if (position + 1) % 2 == 0:
+    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
+    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 

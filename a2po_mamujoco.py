@@ -29,7 +29,8 @@ Implementation details:
    workers, a second thread slowed updates 25x. Each agent's critic is only trained in its own turn, so the remaining agents' stored values are their
    critics "as they are now" when PreOPC is recomputed; only rho changes from turn to turn.
 8. Per turn k: rho = prod of the updated agents' ratios (no grad), PreOPC for every remaining agent,
-   semi-greedy pick by mean |A_i| (the talk's rule: k+1 even -> greedy, odd -> uniform),
+   semi-greedy pick by mean |A_i| (k even -> greedy, so the first pick is greedy as in the A2PO
+   code base; k odd -> uniform),
    eps_i = C(eps, k+1), update_epochs epochs of (critic-only pass, then actor + critic pass). Advantages are
    normalised per agent; agent i's critic regresses on A + V in its own ValueNorm space.
 9. Official-code departures (ALGORITHMS.md): one lambda per PreOPC step (not two); g clipped to 1 +- eps_i/2
@@ -519,9 +520,9 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
-    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
-    if (position + 1) % 2 == 0:
+    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
+    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 

@@ -18,9 +18,10 @@ Implementation details
    L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)]. The official code clips g at eps/2 with a fixed
    eps; the talk uses eps_i / 2: we follow the talk.
 16. Adaptive clipping: eps_i = C(eps, k) = eps * c + eps * (1 - c) * k / n, k = agent i's 1-based position.
-17. Semi-greedy order, the talk's rule R(k) for 1-based k: k even -> the remaining agent with the
-   largest E_alive|A_i| (advantage already corrected by PreOPC), k odd -> a uniformly random one. So
-   the first agent is random. (ALGORITHMS.md writes "0-based positions 0, 2, 4 greedy"; the talk wins.)
+17. Semi-greedy order: 0-based positions 0, 2, 4, ... take the remaining agent with the largest
+   E_alive|A_i| (advantage already corrected by PreOPC), positions 1, 3, 5, ... a uniformly random one.
+   The first pick is greedy as in the A2PO code base, which produced the talk's numbers; the slide's
+   "k % 2 = 0 -> argmax" beside 1-based sets, read literally, would make every 2-agent order random.
 18. Schedule: ceil(update_epochs / num_blocks) outer epochs; each recomputes PreOPC (all but the
    first), draws the order and splits it into `num_blocks` blocks; stage s trains on the agents of
    blocks 1..s after recomputing PreOPC (every stage but the very first).
@@ -594,9 +595,9 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
-    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
-    if (position + 1) % 2 == 0:
+    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
+    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 

@@ -47,9 +47,11 @@ def test_adaptive_clip_and_semi_greedy_pick():
     assert grf.adaptive_clip(0.25, 2, 4, 0.0) == pytest.approx(0.125)
     g = torch.Generator().manual_seed(0)
     scores = torch.tensor([0.1, 0.9, 0.5, 0.7])
-    assert grf.semi_greedy_pick(1, scores, [0, 2, 3], g) == 3  # k = 2: greedy over the remaining
-    picks = {grf.semi_greedy_pick(0, scores, [0, 1, 2, 3], g) for _ in range(50)}
-    assert picks == {0, 1, 2, 3}  # k = 1: uniform
+    assert grf.semi_greedy_pick(0, scores, [0, 1, 2, 3], g) == 1  # the first pick is greedy
+    assert grf.semi_greedy_pick(2, scores, [0, 2, 3], g) == 3  # even positions: greedy over the remaining
+    picks = {grf.semi_greedy_pick(1, scores, [0, 2, 3], g) for _ in range(50)}
+    assert picks == {0, 2, 3}  # odd positions: uniform
+    assert {tuple(grf.semi_greedy_order(torch.tensor([0.2, 0.8]), g)) for _ in range(20)} == {(1, 0)}  # 2 agents
 
 
 def test_stacked_forward_matches_each_module():

@@ -65,22 +65,24 @@ def test_preopc_no_trace_across_episode_end_and_rho_t_not_in_a_t():
     assert a[2] == b[2] and a[1] != b[1]
 
 
-def test_semi_greedy_order_permutation_greedy_odd_positions_uniform_even_positions():
+def test_semi_greedy_order_permutation_greedy_even_positions_uniform_odd_positions():
     g = torch.Generator().manual_seed(0)
     scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.7])
-    first, third_is_best = np.zeros(5), 0
+    second, fourth_is_best = np.zeros(5), 0
     draws = 4000
     for _ in range(draws):
         order = m.semi_greedy_order(scores, g)
         assert sorted(order) == list(range(5))
-        for pos in (1, 3):  # greedy: the best remaining score
+        for pos in (0, 2, 4):  # greedy, the first pick included: the best remaining score
             assert scores[order[pos]] == max(scores[i] for i in range(5) if i not in order[:pos])
-        first[order[0]] += 1
-        rest = sorted((i for i in range(5) if i not in order[:2]), key=lambda i: -scores[i])
-        third_is_best += order[2] == rest[0]
-    assert np.allclose(first / draws, 0.2, atol=0.03)  # uniform over 5 agents, not the argmax
-    assert abs(third_is_best / draws - 1 / 3) < 0.03  # uniform over the 3 remaining
-    assert m.semi_greedy_pick(1, scores, [0, 3], g) == 3
+        second[order[1]] += 1
+        rest = sorted((i for i in range(5) if i not in order[:3]), key=lambda i: -scores[i])
+        fourth_is_best += order[3] == rest[0]
+    assert order[0] == 1  # the argmax comes first
+    assert second[1] == 0 and np.allclose(second[[0, 2, 3, 4]] / draws, 0.25, atol=0.03)  # uniform over the 4 left
+    assert abs(fourth_is_best / draws - 1 / 2) < 0.03  # uniform over the 2 remaining
+    assert m.semi_greedy_pick(0, scores, [0, 3], g) == 3
+    assert m.semi_greedy_pick(2, scores, [0, 2, 3], g) == 2
 
 
 def test_adaptive_clip_formula():

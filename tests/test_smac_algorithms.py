@@ -102,30 +102,33 @@ def test_adaptive_clip_formula(a2po):
     assert a2po.adaptive_clip(eps, 1, 4, 0.5) == pytest.approx(0.125)
 
 
-def test_semi_greedy_order_is_a_permutation_with_greedy_even_k(a2po):
+def test_semi_greedy_order_is_a_permutation_greedy_at_even_positions(a2po):
     g = torch.Generator().manual_seed(0)
     for n in (1, 2, 3, 8, 27):
         for _ in range(20):
             scores = torch.rand(n, generator=g)
             order = a2po.semi_greedy_order(scores, g)
             assert sorted(order) == list(range(n))
-            for p in range(1, n, 2):  # the talk's k = p + 1 even: greedy among the remaining agents
+            for p in range(0, n, 2):  # 0-based positions 0, 2, 4, ...: greedy among the remaining agents
                 remaining = [i for i in range(n) if i not in order[:p]]
                 assert order[p] == max(remaining, key=lambda i: scores[i].item())
+    # two agents: the order is the argmax first, never random
+    assert {tuple(a2po.semi_greedy_order(torch.tensor([0.3, 0.6]), g)) for _ in range(20)} == {(1, 0)}
 
 
-def test_semi_greedy_odd_k_is_uniform_over_the_remaining_agents(a2po):
+def test_semi_greedy_odd_positions_are_uniform_over_the_remaining_agents(a2po):
     g = torch.Generator().manual_seed(1)
     n, draws = 5, 5000
     scores = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
-    first, third = torch.zeros(n), torch.zeros(n)
+    second, fourth = torch.zeros(n), torch.zeros(n)
     for _ in range(draws):
         order = a2po.semi_greedy_order(scores, g)
-        first[order[0]] += 1
-        third[order[2]] += 1
-    # k = 1: uniform over all 5 agents; chi-square with 4 dof, 99.9% quantile 18.47
-    chi2 = ((first - draws / n) ** 2 / (draws / n)).sum().item()
-    assert chi2 < 18.47, first
-    # k = 3: uniform over the 3 agents left after a random first and the greedy second
-    assert (third > 0).sum() >= 3 and third.max() / draws < 0.5
-    assert math.isclose(third.sum().item(), draws)
+        assert order[0] == 0
+        second[order[1]] += 1
+        fourth[order[3]] += 1
+    # position 1: uniform over agents 1..4; chi-square with 3 dof, 99.9% quantile 16.27
+    chi2 = ((second[1:] - draws / 4) ** 2 / (draws / 4)).sum().item()
+    assert second[0] == 0 and chi2 < 16.27, second
+    # position 3: uniform over the 2 agents left after the greedy first, a random second and a greedy third
+    assert (fourth > 0).sum() >= 3 and fourth.max() / draws < 0.45
+    assert math.isclose(fourth.sum().item(), draws)
