@@ -522,6 +522,9 @@ def parse_args():
                          f"{args.num_agents}. Use 1..{controllable} (default {default_agents}).")
     if args.rewards not in ("scoring", "scoring,checkpoints"):
         raise SystemExit(f"error: --rewards '{args.rewards}' is not supported. Use 'scoring' or 'scoring,checkpoints'.")
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+                         "must grow from eps*c to eps along the order.")
     given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
     for key, value in PRESETS["academy" if args.env_name.startswith("academy") else "full_game"].items():
         if key not in given:

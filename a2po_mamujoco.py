@@ -551,6 +551,9 @@ if __name__ == "__main__":
                          "Raise --total-timesteps or lower --num-envs/--num-steps.")
     if args.agent_obsk < 0:
         raise SystemExit("error: --agent-obsk must be >= 0.")
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+                         "must grow from eps*c to eps along the order.")
     if args.resume and not os.path.isfile(args.resume):
         raise SystemExit(f"error: checkpoint {args.resume} not found. Pass the path of a checkpoint.pt.")
     if args.capture_video:

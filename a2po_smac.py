@@ -149,6 +149,11 @@ MAP_PRESETS = {
 
 
 def check_algo_args(args, num_agents):
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(
+            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+            "must grow from eps*c to eps along the order."
+        )
     if not 1 <= args.num_blocks <= num_agents:
         raise SystemExit(
             f"error: --num-blocks {args.num_blocks} is impossible with {num_agents} agents on {args.map_name}. "

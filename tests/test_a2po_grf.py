@@ -163,6 +163,7 @@ def test_time_limit_is_a_truncation_with_final_obs():
     (["--env-name", "academy_nope"], "Valid scenarios: academy_3_vs_1_with_keeper"),
     (["--env-name", "5_vs_5", "--num-agents", "5"], "Use 1..4"),
     (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "not divisible"),
+    (["--clip-c", "2"], "--clip-c 2.0 is outside [0, 1]"),
 ])
 def test_bad_input_exits_with_clear_message(tmp_path, args, message):
     proc = run_script("a2po_grf", *args, cwd=tmp_path, check=False, timeout=120)

@@ -164,6 +164,8 @@ def test_check_task_rejects_bad_tasks():
     (["--scenario", "Walker2d", "--agent-conf", "4x2"], "error: Walker2d has no partition '4x2'. Valid partitions of Walker2d: 2x3, 3x2, 6x1."),
     (["--scenario", "Pendulum"], "error: unknown MA-MuJoCo scenario 'Pendulum'. Valid tasks:"),
     (["--num-envs", 3, "--num-steps", 100, "--num-minibatches", 7], "error: batch_size 300 (num_envs * num_steps) is not divisible by num_minibatches 7."),
+    (["--clip-c", 2], "error: --clip-c 2.0 is outside [0, 1]"),
+    (["--clip-c=-0.5"], "error: --clip-c -0.5 is outside [0, 1]"),
 ])
 def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
     proc = run_script("a2po_mamujoco", *args, cwd=tmp_path, timeout=120, check=False)

@@ -102,6 +102,13 @@ def test_adaptive_clip_formula(a2po):
     assert a2po.adaptive_clip(eps, 1, 4, 0.5) == pytest.approx(0.125)
 
 
+@pytest.mark.parametrize("clip_c", ["2", "-0.1"])
+def test_clip_c_outside_zero_one_is_rejected(a2po, clip_c):
+    with pytest.raises(SystemExit, match=r"^error: --clip-c -?[\d.]+ is outside \[0, 1\][^\n]*$"):
+        a2po.check_algo_args(a2po.parse_args(["--map-name", "3m", f"--clip-c={clip_c}"]), 3)
+    a2po.check_algo_args(a2po.parse_args(["--map-name", "3m", "--clip-c", "1"]), 3)
+
+
 def test_semi_greedy_order_is_a_permutation_greedy_at_even_positions(a2po):
     g = torch.Generator().manual_seed(0)
     for n in (1, 2, 3, 8, 27):
