@@ -11,8 +11,9 @@ Implementation details:
 1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1,
    Hopper 3x1, Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1. Partitions gymnasium-robotics
    does not ship are built as `agent_factorization` from the joints, edges and globals of
-   `get_parts_and_edges(scenario, None)`: Nx1 is one agent per joint; HalfCheetah 3x2 follows the
-   original multiagent_mujoco grouping; Walker2d 3x2 cuts the chain foot-leg-thigh-thigh-leg-foot in three.
+   `get_parts_and_edges(scenario, None)`: Nx1 is one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the
+   A2PO code base's groupings ((foot, leg), (thigh, foot_left), (leg_left, thigh_left) for Walker2d), so
+   results compare with its numbers.
 2. gymnasium-robotics builds on the v5 single-agent models, so returns differ from papers that used v2.
 3. One env per subprocess worker (Pipe, fork); a finished episode resets inside the worker, which sends
    the global state before the reset. Actions are sampled unclipped (their log-prob is stored) and
@@ -149,8 +150,8 @@ BUILTIN_CONFS = {"Ant": ["2x4", "4x2"], "HalfCheetah": ["2x3", "6x1"], "Walker2d
 CUSTOM_PARTITIONS = {
     ("Ant", "8x1"): "per_joint",
     ("HalfCheetah", "3x2"): [("bfoot", "bshin"), ("bthigh", "ffoot"), ("fshin", "fthigh")],
-    ("Walker2d", "3x2"): [("foot_joint", "leg_joint"), ("thigh_joint", "thigh_left_joint"),
-                          ("leg_left_joint", "foot_left_joint")],
+    ("Walker2d", "3x2"): [("foot_joint", "leg_joint"), ("thigh_joint", "foot_left_joint"),
+                          ("leg_left_joint", "thigh_left_joint")],
     ("Walker2d", "6x1"): "per_joint",
     ("Humanoid", "17x1"): "per_joint",
     ("HumanoidStandup", "17x1"): "per_joint",

@@ -146,6 +146,15 @@ def test_partitions_cover_every_joint_once(scenario, conf, num_agents, tmp_path,
     env.close()
 
 
+def test_walker2d_3x2_uses_the_a2po_code_base_grouping(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = m.make_env("Walker2d", "3x2", 1)
+    groups = [tuple(node.label for node in part) for part in env.agent_action_partitions]
+    assert groups == [("foot_joint", "leg_joint"), ("thigh_joint", "foot_left_joint"),
+                      ("leg_left_joint", "thigh_left_joint")]
+    env.close()
+
+
 def test_hopper_preset_applies_only_to_flags_not_given():
     args = m.apply_presets(m.Args(scenario="Hopper", learning_rate=5e-4), ["--scenario", "Hopper", "--learning-rate=5e-4"])
     assert (args.learning_rate, args.critic_learning_rate, args.clip_coef) == (5e-4, 1e-4, 0.1)
