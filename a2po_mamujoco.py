@@ -555,8 +555,6 @@ if __name__ == "__main__":
     if not 0 <= args.clip_c <= 1:
         raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
                          "must grow from eps*c to eps along the order.")
-    if args.resume and not os.path.isfile(args.resume):
-        raise SystemExit(f"error: checkpoint {args.resume} not found. Pass the path of a checkpoint.pt.")
     if args.capture_video:
         try:
             import imageio.v2 as imageio
@@ -565,7 +563,11 @@ if __name__ == "__main__":
             raise SystemExit("error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg")
         os.environ["MUJOCO_GL"] = pick_gl_backend()
     task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
-    checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    try:
+        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this script.")
     if checkpoint is not None:
         if (checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]) != (args.scenario, args.agent_conf):
             raise SystemExit(f"error: the checkpoint is for {checkpoint['args']['scenario']} "

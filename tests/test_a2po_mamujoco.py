@@ -184,6 +184,17 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run_script("a2po_mamujoco", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read checkpoint") and str(path) in last, proc.stdout
+
+
 # ---------------------------------------------------------------- runs
 def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
     # 2 envs x 500 steps x 2 iterations: each env hits the 1000-step time limit once (a truncation)
