@@ -16,8 +16,9 @@ Implementation details:
    results compare with its numbers.
 2. gymnasium-robotics builds on the v5 single-agent models, so returns differ from papers that used v2.
 3. One env per subprocess worker (Pipe, fork); a finished episode resets inside the worker, which sends
-   the global state before the reset. Actions are sampled unclipped (their log-prob is stored) and
-   clipped to the action bounds for the env.
+   the global state before the reset. An idle worker checks its parent pid every second and exits once the
+   trainer is gone (after a kill -9 no EOF comes: forked siblings hold its pipe open). Actions are sampled
+   unclipped (their log-prob is stored) and clipped to the action bounds for the env.
 4. Running mean/var normalisation of actor observations and critic states, clipped to +-obs_norm_clip;
    the statistics are updated during rollouts only, saved in the checkpoint and used by evaluation.
 5. Critic input of agent i: the normalised global state (env.state()) + one-hot id; actor input: its
@@ -202,12 +203,16 @@ def flat_obs(env, obs):
 def env_worker(remote, env_kwargs, seed):
     """Holds one env; a finished episode resets here, sending the global state from before the reset."""
     torch.set_num_threads(1)
-    env = make_env(**env_kwargs)
+    env, parent = make_env(**env_kwargs), os.getppid()
     agents = env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     obs, _ = env.reset(seed=seed)
     ep_return, ep_length = 0.0, 0
     while True:
+        if not remote.poll(1.0):
+            if os.getppid() != parent:  # the trainer was killed; forked siblings keep the pipe open, so no EOF
+                return
+            continue
         cmd, data = remote.recv()
         if cmd == "step":
             obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(data, splits))))

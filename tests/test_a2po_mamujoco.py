@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_script, only_run_dir, read_scalars, run_script
+from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
 
 m = load_script("a2po_mamujoco")
 
@@ -196,6 +196,11 @@ def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, conte
 
 
 # ---------------------------------------------------------------- runs
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    assert_workers_die_with_trainer("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4,
+                                    "--num-steps", 100, "--eval-episodes", 1, cwd=tmp_path, num_workers=4, timeout=10)
+
+
 def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
     # 2 envs x 500 steps x 2 iterations: each env hits the 1000-step time limit once (a truncation)
     run_script("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", *TINY, "--num-steps", 500,
