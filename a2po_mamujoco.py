@@ -30,11 +30,12 @@ Implementation details:
    values and log-probs are computed after it in one batch. Torch runs on one thread: beside the env
    workers, a second thread slowed updates 25x. Each agent's critic is only trained in its own turn, so the remaining agents' stored values are their
    critics "as they are now" when PreOPC is recomputed; only rho changes from turn to turn.
-8. Per turn k: rho = prod of the updated agents' ratios (no grad), PreOPC for every remaining agent,
-   semi-greedy pick by mean |A_i| (k even -> greedy, so the first pick is greedy as in the A2PO
-   code base; k odd -> uniform),
+8. Per turn k: log rho = sum of the updated agents' log-ratios (no grad; a product of 16 float32 ratios can
+   overflow to inf and meet an underflow: NaN), PreOPC for every agent, semi-greedy pick among the remaining
+   agents by mean |A_i| (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform),
    eps_i = C(eps, k+1), update_epochs epochs of (critic-only pass, then actor + critic pass). Advantages are
-   normalised per agent; agent i's critic regresses on A + V in its own ValueNorm space.
+   normalised jointly over (t, env, agent), as in the A2PO code base, so an agent whose advantages are small
+   next to the team's takes a small step; agent i's critic regresses on A + V in its own ValueNorm space.
 9. Official-code departures (ALGORITHMS.md): one lambda per PreOPC step (not two); g clipped to 1 +- eps_i/2
    (the talk), not eps/2. Defaults are the official MA-MuJoCo settings; the 4000 steps per update are
    8 workers x 500 steps: on 2 cores random-action throughput is flat from 2 to 8 workers, while the
@@ -543,6 +544,14 @@ def semi_greedy_order(scores, generator):
     return order
 
 
+def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma, gae_lambda):
+    """PreOPC advantages (T, E, n) of every agent for one turn, log_rho (T, E) = log of the joint ratio of the agents
+    already updated, and the same advantages normalised jointly over (t, env, agent) as the A2PO code base does."""
+    rho = log_rho.exp().unsqueeze(-1).expand_as(values)  # inf or 0 outside the float range: PreOPC uses min(1, rho)
+    advantages = compute_preopc(rewards, values, bootstrap_value, continues, rho, gamma, gae_lambda)
+    return advantages, (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+
+
 if __name__ == "__main__":
     args = apply_presets(tyro.cli(Args), sys.argv[1:])
     check_task(args.scenario, args.agent_conf)
@@ -723,18 +732,15 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
-        rho = torch.ones(B, device=device)  # joint ratio of the agents updated so far (no grad)
+        log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
         remaining, order, stats = list(range(n)), [], []
         b_states = state_buf[:T].reshape(B, -1)
         for k in range(n):
             with torch.no_grad():
-                rest = torch.tensor(remaining, device=device)
-                preopc = torch.zeros_like(gae)
-                preopc[..., rest] = compute_preopc(rewards[..., rest], values_bar[:T][..., rest], values_bar[T][:, rest],
-                                                   continues, rho.reshape(T, E, 1).expand(T, E, len(remaining)),
-                                                   args.gamma, args.gae_lambda)
-                scores = preopc.abs().mean((0, 1))
-            agent = semi_greedy_pick(k, scores, remaining, order_gen)
+                preopc, preopc_norm = turn_advantages(rewards, values_bar[:T], values_bar[T], continues, log_rho,
+                                                      args.gamma, args.gae_lambda)
+                rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
+            agent = semi_greedy_pick(k, preopc.abs().mean((0, 1)), remaining, order_gen)
             order.append(agent)
             remaining.remove(agent)
             eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
@@ -742,7 +748,7 @@ if __name__ == "__main__":
             actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
             adv = preopc[..., agent].reshape(B)
             returns = adv + values_bar[:T, :, agent].reshape(B)
-            adv_norm = (adv - adv.mean()) / (adv.std() + 1e-5)
+            adv_norm = preopc_norm[..., agent].reshape(B)
             obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
             old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
             crit_in = critic_input(b_states, agent, n)
@@ -772,7 +778,7 @@ if __name__ == "__main__":
                         nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                         critic_optims[agent].step()
             with torch.no_grad():
-                new_ratio = (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).exp()
+                new_logratio = actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob
                 returns_var = returns.var()
                 stats.append({
                     "policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
@@ -783,7 +789,7 @@ if __name__ == "__main__":
                     "trace_ratio_mean": rho.clamp(max=1.0).mean().item(),
                     "preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean().item(),
                 })
-                rho = rho * new_ratio
+                log_rho = log_rho + new_logratio.reshape(T, E)
         updating_time = time.time() - update_start
 
         # TRY NOT TO MODIFY: record rewards and losses for plotting purposes

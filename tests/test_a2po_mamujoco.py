@@ -85,6 +85,25 @@ def test_semi_greedy_order_permutation_greedy_even_positions_uniform_odd_positio
     assert m.semi_greedy_pick(2, scores, [0, 2, 3], g) == 2
 
 
+def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratios():
+    g = torch.Generator().manual_seed(0)
+    T, E = 50, 4
+    rewards, continues = torch.randn(T, E, 1, generator=g) * torch.tensor([1.0, 10.0]), torch.ones(T, E, 1)
+    values, boot = torch.zeros(T, E, 2), torch.zeros(E, 2)
+    log_rho = torch.zeros(T, E)
+    adv, norm = m.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    assert torch.equal(adv, m.compute_gae(rewards, values, boot, continues, 0.99, 0.95))
+    assert norm.mean().abs() < 1e-5 and norm.std() == pytest.approx(1.0, abs=1e-4)  # over (t, env, agent)
+    assert norm[..., 0].std() < 0.2 and norm[..., 1].std() > 1.3  # per agent, both would be 1
+    # 16 agents with ratios ~e^+-6 each: the running product leaves float32 (inf, 0); the log stays finite
+    log_rho[: T // 2], log_rho[T // 2 :] = 16 * 6.0, -16 * 6.0
+    adv, norm = m.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    assert torch.isfinite(norm).all()
+    ratios = torch.ones(T, E, 2)
+    ratios[T // 2 :] = 0.0
+    assert torch.allclose(adv, m.compute_preopc(rewards, values, boot, continues, ratios, 0.99, 0.95))
+
+
 def test_adaptive_clip_formula():
     for n in (1, 3, 17):
         for k in range(1, n + 1):
