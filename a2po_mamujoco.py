@@ -17,8 +17,9 @@ Implementation details:
 2. gymnasium-robotics builds on the v5 single-agent models, so returns differ from papers that used v2.
 3. One env per subprocess worker (Pipe, fork); a finished episode resets inside the worker, which sends
    the global state before the reset. An idle worker checks its parent pid every second and exits once the
-   trainer is gone (after a kill -9 no EOF comes: forked siblings hold its pipe open). Actions are sampled
-   unclipped (their log-prob is stored) and clipped to the action bounds for the env.
+   trainer is gone (after a kill -9 no EOF comes: forked siblings hold its pipe open). Env seeds are
+   env_seed(seed, first iteration of the process, env): runs with consecutive --seed and resumed runs never
+   share an env stream. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds.
 4. Running mean/var normalisation of actor observations and critic states, clipped to +-obs_norm_clip;
    the statistics are updated during rollouts only, saved in the checkpoint and used by evaluation.
 5. Critic input of agent i: the normalised global state (env.state()) + one-hot id; actor input: its
@@ -42,8 +43,9 @@ Implementation details:
    policy forward and pipe round trip are paid once per step for all envs, so 8 x 500 sampled HalfCheetah
    6x1 1.6x faster than 4 x 1000 (2480 vs 1570 env steps/s). The Hopper presets (lr 1e-4, eps 0.1) apply
    only to flags not given on the command line.
-10. Evaluation: mean actions for eval_episodes episodes on an env seeded seed + 10000 + episode (the same
-    starts every time), at step 0, every eval_interval env steps and at the end.
+10. Evaluation: mean actions for eval_episodes episodes, episode j on an env seeded env_seed(seed, 0, j) (the
+    same starts every time; iteration 0 is never a training stream), at step 0, every eval_interval env steps
+    and at the end.
 11. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
     with shadows, reflections and skybox off (about 10x faster in software GL), saved as mp4 by imageio.
 """
@@ -201,6 +203,12 @@ def flat_obs(env, obs):
     return np.concatenate([obs[a] for a in env.possible_agents]).astype(np.float32)
 
 
+def env_seed(seed, iteration, index):
+    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): distinct triples give
+    unrelated streams, so runs with consecutive --seed or a resumed run never replay each other's envs."""
+    return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0])
+
+
 def env_worker(remote, env_kwargs, seed):
     """Holds one env; a finished episode resets here, sending the global state from before the reset."""
     torch.set_num_threads(1)
@@ -236,12 +244,12 @@ def env_worker(remote, env_kwargs, seed):
 class SubprocVecEnv:
     """num_envs MaMuJoCo envs, one per subprocess worker, stepped in lockstep."""
 
-    def __init__(self, num_envs, seed, env_kwargs):
+    def __init__(self, seeds, env_kwargs):
         ctx = mp.get_context("fork")
         self.remotes, self.processes = [], []
-        for e in range(num_envs):
+        for seed in seeds:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed + e), daemon=True)
+            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed), daemon=True)
             proc.start()
             child.close()
             self.remotes.append(parent)
@@ -400,7 +408,7 @@ def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=Non
     returns, agents = [], env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
+        obs, _ = env.reset(seed=env_seed(seed, 0, episode))
         done, total = False, 0.0
         while not done:
             if frames is not None and episode == 0:
@@ -613,8 +621,8 @@ if __name__ == "__main__":
     low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
     high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
     state_dim = eval_env.state().shape[0]
-    envs = SubprocVecEnv(args.num_envs, args.seed + (checkpoint["iteration"] * args.num_envs if checkpoint else 0),
-                         env_kwargs)
+    start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
+    envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
 
     if args.track:
         import wandb
@@ -632,7 +640,7 @@ if __name__ == "__main__":
     critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
     obs_rms, state_rms = RunningMeanStd(obs_offsets[-1], args.obs_norm_clip), RunningMeanStd(state_dim, args.obs_norm_clip)
     order_gen = torch.Generator().manual_seed(args.seed)
-    global_step, start_iteration, totals = 0, 1, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
+    global_step, totals = 0, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
     if checkpoint is not None:
         for modules, key in ((actors, "actors"), (critics, "critics"), (value_norms, "value_norms"),
                              (actor_optims, "actor_optims"), (critic_optims, "critic_optims")):
@@ -644,7 +652,7 @@ if __name__ == "__main__":
         np.random.set_state(checkpoint["rng"]["numpy"])
         random.setstate(checkpoint["rng"]["python"])
         order_gen.set_state(checkpoint["rng"]["order"])
-        global_step, start_iteration, totals = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["totals"]
+        global_step, totals = checkpoint["global_step"], checkpoint["totals"]
         print(f"resumed from {args.resume} at global_step {global_step}")
 
     def save_checkpoint(iteration):
@@ -663,10 +671,10 @@ if __name__ == "__main__":
     def run_evaluation():
         frames = [] if args.capture_video else None
         if frames is not None:
-            eval_env.reset(seed=args.seed + 10_000)
+            eval_env.reset(seed=env_seed(args.seed, 0, 0))
             fast_offscreen_renderer(eval_env)
         policy = RolloutActors(actors, obs_slices, act_slices, obs_offsets[-1], device)
-        result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed + 10_000, device, frames)
+        result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed, device, frames)
         writer.add_scalar("eval/episodic_return", result, global_step)
         if frames:
             os.makedirs(f"{run_dir}/videos", exist_ok=True)

@@ -104,6 +104,16 @@ def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratio
     assert torch.allclose(adv, m.compute_preopc(rewards, values, boot, continues, ratios, 0.99, 0.95))
 
 
+def test_env_seeds_never_overlap_across_seeds_resumes_and_evaluation():
+    seeds = {}
+    for seed in (1, 2, 3):
+        for iteration in (0, 1, 2, 101, 102):  # 0: evaluation, 1: a fresh run, the others: resumed runs
+            for e in range(16):
+                seeds.setdefault(m.env_seed(seed, iteration, e), []).append((seed, iteration, e))
+    assert all(len(owners) == 1 for owners in seeds.values()), [o for o in seeds.values() if len(o) > 1]
+    assert m.env_seed(1, 1, 0) == m.env_seed(1, 1, 0) and all(0 <= s < 2**64 for s in seeds)
+
+
 def test_adaptive_clip_formula():
     for n in (1, 3, 17):
         for k in range(1, n + 1):
