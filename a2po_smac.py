@@ -11,7 +11,8 @@ Implementation details
    evaluation, checkpoints): `diff mappo_smac.py a2po_smac.py` shows only the algorithm.
 13. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, with ONE lambda per
    step as in the talk (the official code applies lambda twice per step; we do not copy that).
-   delta uses the critic as it is at recomputation; the bootstrap value is the rollout's.
+   delta uses the critic as it is at recomputation, the bootstrap V(T) included: the current critic re-runs
+   the last chunk from its stored hidden state, then the step after the rollout.
 14. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every
    agent, so rho is the joint ratio of all agents, and e^i (in g_i) is all other agents.
 15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2);
@@ -631,11 +632,18 @@ def critic_values(critic, mb):
 
 
 @torch.no_grad()
-def preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args):
-    """PreOPC advantages with the current actor (rho, joint over all agents) and critic (delta)."""
+def preopc_advantages(actor, critic, value_norm, data, buf, boot_x, boot_starts, args):
+    """PreOPC advantages with the current actor (rho, joint over all agents) and critic (delta and bootstrap).
+
+    boot_x (E, n, d), boot_starts (E,): the critic input and episode starts of the step after the rollout; V(T)
+    comes from the last chunk (stored hidden state at its start) followed by that step."""
     T, E, n = buf["actions"].shape
+    L = args.data_chunk_length
     logprob, _, values = evaluate_sequences(actor, critic, data)
     values = value_norm.denormalize(from_chunks(values, T, E))
+    x = torch.cat([buf["critic_x"][T - L :], boot_x.unsqueeze(0)]).reshape(L + 1, E * n, -1)
+    starts = torch.cat([buf["starts"][T - L :], boot_starts.unsqueeze(0)]).repeat_interleave(n, -1)
+    bootstrap = value_norm.denormalize(critic(x, buf["h_critic"][T - L].reshape(E * n, -1), starts)[0][-1].view(E, n))
     rho = (from_chunks(logprob, T, E) - buf["logprobs"]).sum(-1, keepdim=True).exp().expand(T, E, n)
     return compute_preopc(buf["rewards"], values, bootstrap, buf["continues"], rho, args.gamma, args.gae_lambda), values, rho
 
@@ -792,6 +800,7 @@ if __name__ == "__main__":
         values_denorm = value_norm.denormalize(buf["values"])
         bootstrap = value_norm.denormalize(next_value)
         gae = compute_gae(buf["rewards"], values_denorm, bootstrap, buf["continues"], args.gamma, args.gae_lambda)
+        boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
         advantages, current_values, returns = gae, values_denorm, gae + values_denorm
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
@@ -800,7 +809,7 @@ if __name__ == "__main__":
         for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
             for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
                 if outer_epoch + stage > 0:  # PreOPC before every stage but the very first
-                    advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args)
+                    advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, *boot, args)
                     stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
                     stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
                 if stage == 0:  # semi-greedy order scored by E_alive|A_i|, corrected for the agents already updated

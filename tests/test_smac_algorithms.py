@@ -139,3 +139,41 @@ def test_semi_greedy_odd_positions_are_uniform_over_the_remaining_agents(a2po):
     # position 3: uniform over the 2 agents left after the greedy first, a random second and a greedy third
     assert (fourth > 0).sum() >= 3 and fourth.max() / draws < 0.45
     assert math.isclose(fourth.sum().item(), draws)
+
+
+# ---------------------------------------------------------------- A2PO's update on SMAC
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_preopc_bootstrap_comes_from_the_current_critic(a2po, recurrent):
+    # a rollout of T = 20 steps (chunks of L = 10) with the hidden states stored as the rollout stores them; then the
+    # critic's head bias moves by 0.5 (an update): every V(t) of PreOPC, V(T) included, must move with it
+    torch.manual_seed(0)
+    T, E, n, A, d, L = 20, 3, 2, 4, 6, 10
+    args = type("Args", (), dict(data_chunk_length=L, gamma=0.9, gae_lambda=0.8))
+    actor, critic = a2po.RecurrentMLP(d, A, 8, recurrent, 0.01), a2po.RecurrentMLP(d, 1, 8, recurrent, 1.0)
+    value_norm = a2po.ValueNorm()
+    value_norm.update(3.0 + 2.0 * torch.randn(100))
+    critic_x, actor_x = torch.randn(T + 1, E, n, d), torch.randn(T, E, n, d)
+    starts = (torch.rand(T + 1, E) < 0.1).float()
+    starts[0], starts[T - L :] = 1.0, 0.0
+    starts[T - 3, 1], starts[T, 2] = 1.0, 1.0  # env 1: an episode starts inside the last chunk; env 2: after it
+    seq = starts.repeat_interleave(n, -1)
+    with torch.no_grad():
+        h_c, h_a = [torch.zeros(E * n, 8)], [torch.zeros(E * n, 8)]
+        for t in range(T):
+            h_c.append(critic(critic_x[t : t + 1].reshape(1, E * n, d), h_c[-1], seq[t : t + 1])[1])
+            h_a.append(actor(actor_x[t : t + 1].reshape(1, E * n, d), h_a[-1], seq[t : t + 1])[1])
+        full = critic(critic_x.reshape(T + 1, E * n, d), torch.zeros(E * n, 8), seq)[0].view(T + 1, E, n)
+        critic.head.bias += 0.5
+    buf = dict(actor_x=actor_x, critic_x=critic_x[:T], avail=torch.ones(T, E, n, A, dtype=torch.bool),
+               actions=torch.randint(A, (T, E, n)), logprobs=torch.zeros(T, E, n), values=torch.zeros(T, E, n),
+               alive=torch.ones(T, E, n), starts=starts[:T], rewards=torch.randn(T, E), continues=1.0 - starts[1:],
+               h_actor=torch.stack(h_a[:T]).view(T, E, n, 8), h_critic=torch.stack(h_c[:T]).view(T, E, n, 8))
+    data = {k: a2po.to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
+    data.update(h_actor=a2po.chunk_starts(buf["h_actor"], L), h_critic=a2po.chunk_starts(buf["h_critic"], L))
+    adv, values, _ = a2po.preopc_advantages(actor, critic, value_norm, data, buf, critic_x[T], starts[T], args)
+    v_bar = value_norm.denormalize(full + 0.5)
+    assert torch.allclose(values, v_bar[:T], atol=1e-5)
+    continues = buf["continues"][T - 1].unsqueeze(-1)
+    assert continues[:2].eq(1).all() and continues[2].eq(0).all()
+    expected = buf["rewards"][T - 1].unsqueeze(-1) + 0.9 * continues * v_bar[T] - v_bar[T - 1]
+    assert torch.allclose(adv[T - 1], expected, atol=1e-5)
