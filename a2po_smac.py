@@ -26,9 +26,10 @@ Implementation details
 18. Schedule: ceil(update_epochs / num_blocks) outer epochs; each recomputes PreOPC (all but the
    first), draws the order and splits it into `num_blocks` blocks; stage s trains on the agents of
    blocks 1..s after recomputing PreOPC (every stage but the very first).
-19. Two-stage critic: each stage runs a critic-only pass over the minibatches, then the actor +
-   critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
-20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP).
+19. Two-stage critic (`--two-stage-critic`, on by default): each stage runs a critic-only pass over the
+   minibatches, then the actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
+20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP); its scripts for
+   3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic, and so do the presets.
 """
 import json
 import math
@@ -122,6 +123,8 @@ class Args:
     """contiguous blocks the agent order is split into (stages per outer epoch)"""
     clip_c: float = 0.5
     """c in the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n"""
+    two_stage_critic: bool = True
+    """a critic-only pass over the minibatches before each stage's actor + critic pass"""
 
     # TRY NOT TO MODIFY: computed after parsing
     batch_size: int = 0
@@ -136,10 +139,13 @@ class Args:
 MAP_PRESETS = {
     "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
     "3s5z": dict(update_epochs=8, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "3s_vs_5z": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True,
+                         two_stage_critic=False),
+    "3s_vs_5z": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False,
+                     two_stage_critic=False),
     "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, num_blocks=2, recurrent=True),
-    "6h_vs_8z": dict(update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False),
+    "6h_vs_8z": dict(update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False,
+                     two_stage_critic=False),
     "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=5, recurrent=True),
     "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, num_blocks=2, recurrent=True),
     "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
@@ -823,7 +829,7 @@ if __name__ == "__main__":
                 in_stage[torch.as_tensor(np.concatenate(blocks[: stage + 1]))] = 1.0
                 norm_adv = normalize_advantages(advantages, buf["alive"])
                 data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(advantages + current_values, L))
-                for critic_only in (True, False):
+                for critic_only in (True, False) if args.two_stage_critic else (False,):
                     perm = torch.randperm(num_sequences)
                     for start in range(0, num_sequences, args.minibatch_size):
                         idx = perm[start : start + args.minibatch_size]

@@ -1,10 +1,12 @@
 """Each algorithm's own parts on small hand-made tensors: surrogates, PreOPC, order, adaptive clip."""
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from helpers import load_script
+from helpers import ROOT, load_script
 
 R = torch.tensor([1.3, 0.7, 1.05])  # ratios of agents 0, 1, 2 at one (t, env)
 A = torch.tensor([1.0, -2.0, 0.5])  # advantages
@@ -177,3 +179,35 @@ def test_preopc_bootstrap_comes_from_the_current_critic(a2po, recurrent):
     assert continues[:2].eq(1).all() and continues[2].eq(0).all()
     expected = buf["rewards"][T - 1].unsqueeze(-1) + 0.9 * continues * v_bar[T] - v_bar[T - 1]
     assert torch.allclose(adv[T - 1], expected, atol=1e-5)
+
+
+def test_two_stage_critic_flag_and_presets(a2po):
+    assert a2po.parse_args(["--map-name", "3m"]).two_stage_critic
+    assert a2po.parse_args(["--map-name", "3s5z"]).two_stage_critic
+    for map_name in ("3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z"):  # off in the A2PO code base's scripts
+        assert not a2po.parse_args(["--map-name", map_name]).two_stage_critic
+        assert a2po.parse_args(["--map-name", map_name, "--two-stage-critic"]).two_stage_critic
+    assert not a2po.parse_args(["--map-name", "3m", "--no-two-stage-critic"]).two_stage_critic
+
+
+COUNT_OPTIMIZER_STEPS = """
+import collections, runpy, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+counts = collections.Counter()
+register_optimizer_step_post_hook(lambda opt, a, k: counts.update([opt.param_groups[0]["lr"]]))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+print("steps", counts[1e-3], counts[2e-3])
+"""
+
+
+@pytest.mark.parametrize("flag, critic_steps_per_actor_step", [("--two-stage-critic", 2), ("--no-two-stage-critic", 1)])
+def test_without_the_two_stage_critic_no_critic_only_pass_runs(tmp_path, flag, critic_steps_per_actor_step):
+    # 3m, 4 envs x 20 steps, 1 minibatch, 2 epochs in 2 blocks: 2 stages of one actor + critic step each
+    flags = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "80", "--eval-episodes",
+             "1", "--update-epochs", "2", "--learning-rate", "1e-3", "--critic-learning-rate", "2e-3", flag]
+    proc = subprocess.run([sys.executable, "-c", COUNT_OPTIMIZER_STEPS, str(ROOT / "a2po_smac.py"), *flags], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    actor_steps, critic_steps = map(int, proc.stdout.strip().splitlines()[-1].split()[1:])
+    assert actor_steps == 2 and critic_steps == critic_steps_per_actor_step * actor_steps
