@@ -815,7 +815,9 @@ if __name__ == "__main__":
         for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
             for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
                 if outer_epoch + stage > 0:  # PreOPC before every stage but the very first
-                    advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, *boot, args)
+                    advantages, current_values, rho = preopc_advantages(
+                        actor, critic, value_norm, data, buf, *boot, args
+                    )
                     stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
                     stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
                 if stage == 0:  # semi-greedy order scored by E_alive|A_i|, corrected for the agents already updated

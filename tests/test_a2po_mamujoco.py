@@ -226,8 +226,8 @@ def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, conte
 
 # ---------------------------------------------------------------- runs
 def test_workers_exit_when_the_trainer_is_killed(tmp_path):
-    assert_workers_die_with_trainer("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4,
-                                    "--num-steps", 100, "--eval-episodes", 1, cwd=tmp_path, num_workers=4, timeout=10)
+    args = ["--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4, "--num-steps", 100, "--eval-episodes", 1]
+    assert_workers_die_with_trainer("a2po_mamujoco", *args, cwd=tmp_path, num_workers=4, timeout=10)
 
 
 def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):

@@ -206,8 +206,8 @@ def test_without_the_two_stage_critic_no_critic_only_pass_runs(tmp_path, flag, c
     # 3m, 4 envs x 20 steps, 1 minibatch, 2 epochs in 2 blocks: 2 stages of one actor + critic step each
     flags = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "80", "--eval-episodes",
              "1", "--update-epochs", "2", "--learning-rate", "1e-3", "--critic-learning-rate", "2e-3", flag]
-    proc = subprocess.run([sys.executable, "-c", COUNT_OPTIMIZER_STEPS, str(ROOT / "a2po_smac.py"), *flags], cwd=tmp_path,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", COUNT_OPTIMIZER_STEPS, str(ROOT / "a2po_smac.py"), *flags],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     actor_steps, critic_steps = map(int, proc.stdout.strip().splitlines()[-1].split()[1:])
     assert actor_steps == 2 and critic_steps == critic_steps_per_actor_step * actor_steps
