@@ -548,7 +548,11 @@ if __name__ == "__main__":
     args = parse_args()
     n, T, E = args.num_agents, args.num_steps, args.num_envs
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
+    try:
+        ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
+    except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run.")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"{args.runs_dir}/{run_name}"
     os.makedirs(run_dir, exist_ok=True)

@@ -173,6 +173,17 @@ def test_bad_input_exits_with_clear_message(tmp_path, args, message):
     assert "Traceback" not in proc.stdout
 
 
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run_script("a2po_grf", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read checkpoint") and str(path) in last, proc.stdout
+
+
 # ---------------------------------------------------------------- smoke runs and resume
 GAME_KEYS = ["win_rate", "goals", "lost", "goal_diff", "passes_attempted", "passes_completed", "assists",
              "episodic_return", "episodic_length"]
