@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_script, only_run_dir, read_scalars, run_script
+from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
 
 grf = load_script("a2po_grf")
 TINY = ["--num-envs", "2", "--num-steps", "64", "--update-epochs", "1", "--hidden-dim", "32"]
@@ -244,3 +244,9 @@ def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["args"]["num_agents"] == 4 and summary["args"]["gamma"] == 0.995
     assert summary["final_eval"] == {} and summary["global_step"] == 128
+
+
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    # an idle worker checks its parent every 10 s
+    assert_workers_die_with_trainer("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--eval-episodes", "0",
+                                    cwd=tmp_path, num_workers=2, timeout=30)
