@@ -24,12 +24,14 @@ Implementation details
 5. The time limit (steps_left == 0 with no goal in that step) is a truncation: gamma * V_i(final obs) is added
    to agent i's reward and continues = 0 (compute_gae's convention). Full games too: simple115v2 has no clock.
 6. All 19 actions are always available and no player dies: masks are ones, masked means are plain means.
-7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios; PreOPC for the remaining agents
-   (their critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
+7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios, kept as a sum of log-ratios (a
+   float32 product can overflow to inf and meet an underflow: NaN); PreOPC for every agent (the remaining agents'
+   critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
    i = semi_greedy_pick(k, mean |A|) (greedy at even k, so the first pick is greedy as in the A2PO code base;
    uniform at odd k); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
-   pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). A_i is normalised over agent i's samples;
-   critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
+   pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over
+   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
+   small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
 8. Behaviour metrics come from each step's raw observation (BehaviourTracker has the definitions): charts/*
    per finished training game, eval/* as means over the greedy evaluation games.
 9. Presets (official A2PO GRF settings, REFERENCE.md) fill only the flags not given on the command line;
@@ -484,6 +486,14 @@ def semi_greedy_order(scores, generator):
     return order
 
 
+def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma, gae_lambda):
+    """PreOPC advantages (T, E, n) of every agent for one turn, log_rho (T, E) = log of the joint ratio of the agents
+    already updated, and the same advantages normalised jointly over (t, env, agent) as the A2PO code base does."""
+    rho = log_rho.exp().unsqueeze(-1).expand_as(values)  # inf or 0 outside the float range: PreOPC uses min(1, rho)
+    advantages = compute_preopc(rewards, values, bootstrap_value, continues, rho, gamma, gae_lambda)
+    return advantages, (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+
+
 def aggregate_games(infos):
     """Mean of each per-game metric; pass_rate pooled over the games (sum completed / sum attempted)."""
     out = {k: float(np.mean([g[k] for g in infos])) for k in infos[0] if k != "pass_rate"}
@@ -679,13 +689,13 @@ if __name__ == "__main__":
             values_denorm = denormalize(values_buf)
             gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
-        rho = torch.ones((T, E), device=device)  # joint ratio of the agents already updated (no grad)
+        log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents already updated (no grad)
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
         for k in range(n):
             with torch.no_grad():
-                ratios = rho.unsqueeze(-1).expand(T, E, n)
-                adv_all = compute_preopc(rewards_buf, values_denorm, bootstrap, continues_buf, ratios,
-                                         args.gamma, args.gae_lambda)
+                adv_all, adv_norm = turn_advantages(rewards_buf, values_denorm, bootstrap, continues_buf, log_rho,
+                                                    args.gamma, args.gae_lambda)
+                rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
                 if k > 0:
                     trace_means.append(rho.clamp(max=1.0).mean().item())
             scores = adv_all.abs().mean((0, 1))
@@ -693,9 +703,8 @@ if __name__ == "__main__":
             eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps_i, global_step)
             gaps.append((adv_all[..., i] - gae[..., i]).abs().mean().item())
-            b_adv = adv_all[..., i].reshape(-1)
-            b_returns = b_adv + values_denorm[..., i].reshape(-1)
-            b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-5)
+            b_returns = adv_all[..., i].reshape(-1) + values_denorm[..., i].reshape(-1)
+            b_adv = adv_norm[..., i].reshape(-1)
             b_actor_in, b_critic_in = actor_inputs(b_obs, eye)[i], critic_inputs(b_obs, eye)[i]
             b_actions, b_logprobs = actions_buf[..., i].reshape(-1), logprobs_buf[..., i].reshape(-1)
             b_values, b_rho = values_buf[..., i].reshape(-1), rho.reshape(-1)
@@ -734,7 +743,7 @@ if __name__ == "__main__":
                         stats.append([pg_loss.item(), value_loss, entropy.item(), approx_kl, clipfrac])
             with torch.no_grad():
                 new_logprob = Categorical(logits=actors[i](b_actor_in)).log_prob(b_actions)
-                rho = rho * (new_logprob - b_logprobs).exp().reshape(T, E)
+                log_rho = log_rho + (new_logprob - b_logprobs).reshape(T, E)
                 pred = value_norms[i].denormalize(critics[i](b_critic_in).squeeze(-1))
                 var_y = b_returns.var()
                 explained.append((1 - (b_returns - pred).var() / var_y).item() if var_y > 0 else float("nan"))

@@ -54,6 +54,24 @@ def test_adaptive_clip_and_semi_greedy_pick():
     assert {tuple(grf.semi_greedy_order(torch.tensor([0.2, 0.8]), g)) for _ in range(20)} == {(1, 0)}  # 2 agents
 
 
+def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratios():
+    g = torch.Generator().manual_seed(0)
+    T, E = 50, 4
+    rewards, continues = torch.randn(T, E, 1, generator=g) * torch.tensor([1.0, 10.0]), torch.ones(T, E, 1)
+    values, boot = torch.zeros(T, E, 2), torch.zeros(E, 2)
+    log_rho = torch.zeros(T, E)
+    adv, norm = grf.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    assert torch.equal(adv, grf.compute_gae(rewards, values, boot, continues, 0.99, 0.95))
+    assert norm.mean().abs() < 1e-5 and norm.std() == pytest.approx(1.0, abs=1e-4)  # over (t, env, agent)
+    assert norm[..., 0].std() < 0.2 and norm[..., 1].std() > 1.3  # per agent, both would be 1
+    log_rho[: T // 2], log_rho[T // 2 :] = 200.0, -200.0  # exp() leaves float32 both ways
+    adv, norm = grf.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    ratios = torch.ones(T, E, 2)
+    ratios[T // 2 :] = 0.0
+    assert torch.isfinite(norm).all()
+    assert torch.allclose(adv, grf.compute_preopc(rewards, values, boot, continues, ratios, 0.99, 0.95))
+
+
 def test_stacked_forward_matches_each_module():
     torch.manual_seed(0)
     n, eye = 3, torch.eye(3)
