@@ -39,7 +39,9 @@ Implementation details
 10. --capture-video: gfootball's own dumps on eval env 0 (a .webm and a replayable .dump per game in
     runs/<run>/videos). Headless, gfootball's 3-D rendering does work off-screen but ran < 0.5 steps/s here,
     so the videos are gfootball's 2-D minimap drawn with opencv.
-11. Resume restarts the games (env state is not saved) with workers re-seeded from the resumed iteration.
+11. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
+    process, env), evaluation games env_seed(seed, 0, env): runs with consecutive --seed, resumed runs and the
+    evaluation never share a game stream.
 """
 import json
 import multiprocessing as mp
@@ -264,6 +266,12 @@ class GRFEnv:
         return self.reset(), team_reward, True, bool(truncated), obs, info
 
 
+def env_seed(seed, iteration, index):
+    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): distinct triples give
+    unrelated streams, so runs with consecutive --seed or a resumed run never replay each other's envs."""
+    return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0])
+
+
 def env_worker(remote, env_kwargs):
     """Subprocess loop serving one GRFEnv over a Pipe: ("reset", None) | ("step", actions) | ("close", None)."""
     env, parent = GRFEnv(**env_kwargs), os.getppid()
@@ -285,12 +293,12 @@ def env_worker(remote, env_kwargs):
 class FootballVecEnv:
     """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send / wait / recv)."""
 
-    def __init__(self, num_envs, seed, **env_kwargs):
+    def __init__(self, seeds, **env_kwargs):
         ctx = mp.get_context("fork")
-        self.num_envs, self.remotes, self.procs = num_envs, [], []
-        for e in range(num_envs):
+        self.num_envs, self.remotes, self.procs = len(seeds), [], []
+        for e, seed in enumerate(seeds):
             parent, child = ctx.Pipe()
-            kwargs = dict(env_kwargs, seed=seed + e, video_dir=env_kwargs.get("video_dir") if e == 0 else None)
+            kwargs = dict(env_kwargs, seed=seed, video_dir=env_kwargs.get("video_dir") if e == 0 else None)
             proc = ctx.Process(target=env_worker, args=(child, kwargs), daemon=True)
             proc.start()
             child.close()
@@ -576,12 +584,12 @@ if __name__ == "__main__":
     start_iteration = ckpt["iteration"] + 1 if ckpt else 1
 
     env_kwargs = dict(env_name=args.env_name, num_agents=n, rewards=args.rewards)
-    envs = FootballVecEnv(E, args.seed * 100_003 + 10_007 * start_iteration, **env_kwargs)
+    envs = FootballVecEnv([env_seed(args.seed, start_iteration, e) for e in range(E)], **env_kwargs)
     eval_envs = None
     if args.eval_episodes > 0:
         video_dir = os.path.abspath(f"{run_dir}/videos") if args.capture_video else None
-        eval_envs = FootballVecEnv(min(E, args.eval_episodes), args.seed * 100_003 + 10_007 * start_iteration + 50_000,
-                                   video_dir=video_dir, **env_kwargs)
+        eval_seeds = [env_seed(args.seed, 0, e) for e in range(min(E, args.eval_episodes))]
+        eval_envs = FootballVecEnv(eval_seeds, video_dir=video_dir, **env_kwargs)
 
     obs_dim, eye = 115, torch.eye(n, device=device)
     actors = nn.ModuleList([mlp(obs_dim + n, args.hidden_dim, 19, 0.01) for _ in range(n)]).to(device)

@@ -72,6 +72,15 @@ def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratio
     assert torch.allclose(adv, grf.compute_preopc(rewards, values, boot, continues, ratios, 0.99, 0.95))
 
 
+def test_env_seeds_never_overlap_across_seeds_resumes_and_evaluation():
+    seeds = {}
+    for seed in (1, 2, 3):
+        for iteration in (0, 1, 2, 101, 102):  # 0: evaluation, 1: a fresh run, the others: resumed runs
+            for e in range(64):
+                seeds.setdefault(grf.env_seed(seed, iteration, e), []).append((seed, iteration, e))
+    assert all(len(owners) == 1 for owners in seeds.values()), [o for o in seeds.values() if len(o) > 1]
+
+
 def test_stacked_forward_matches_each_module():
     torch.manual_seed(0)
     n, eye = 3, torch.eye(3)
