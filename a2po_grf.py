@@ -181,11 +181,13 @@ class BehaviourTracker:
     """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations.
 
     Owner = (ball_owned_team, ball_owned_player) on steps where ball_owned_team != -1; other steps are "free".
-    - completed pass: the owner changes from left player p to left player q != p.
+    - completed pass: the owner changes from left player p to left player q != p with play running (game_mode 0)
+      on the free steps between and on the step of the change: a throw-in, corner or free kick that a teammate
+      takes after a stoppage is no pass (and a goal after it no assist).
     - attempted pass: a completed pass, or an interception: the owner changes from left player p to a right
-      player who is not the goalkeeper, after >= 1 free step, with play running (game_mode 0) on those free
-      steps and on the step of the change. Not passes: a change with no free step (a tackle), the keeper
-      taking the ball (nearly always a saved shot), a stoppage in between (shot, clearance, ball out).
+      player who is not the goalkeeper, after >= 1 free step, with play running as above. Not passes: a change
+      with no free step (a tackle), the keeper taking the ball (nearly always a saved shot), a stoppage in
+      between (shot, clearance, ball out).
     - pass_rate = completed / attempted (nan for a game without an attempt).
     - goals / lost = increases of score[0] / score[1]; win = goals > lost over the game.
     - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball
@@ -212,13 +214,13 @@ class BehaviourTracker:
             self.free, self.stopped = True, self.stopped or o["game_mode"] != 0
             return
         if (team, player) != self.owner:
-            passer = None
-            if self.owner is not None and self.owner[0] == 0:
+            passer, running = None, not self.stopped and o["game_mode"] == 0
+            if self.owner is not None and self.owner[0] == 0 and running:
                 if team == 0:
                     self.counts["passes_attempted"] += 1
                     self.counts["passes_completed"] += 1
                     passer = self.owner[1]
-                elif self.free and not self.stopped and o["game_mode"] == 0 and o["right_team_roles"][player] != 0:
+                elif self.free and o["right_team_roles"][player] != 0:
                     self.counts["passes_attempted"] += 1
             self.owner, self.passer = (team, player), passer
         self.free, self.stopped = False, False

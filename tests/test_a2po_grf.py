@@ -127,6 +127,24 @@ def test_behaviour_tracker_hand_made_game():
     assert s["win_rate"] == 0.0 and s["goal_diff"] == 0
 
 
+def test_behaviour_tracker_no_pass_across_a_stoppage():
+    t = grf.BehaviourTracker(raw(-1, -1))
+    one, two = (1, 0), (2, 0)
+    seq = [
+        raw(0, 1), raw(-1, -1), raw(-1, -1, mode=5), raw(0, 2, mode=5),  # ball out, left 2 takes the throw-in
+        raw(0, 2), raw(-1, -1), raw(-1, -1, one),                        # 2 scores: no assist
+        raw(1, 2, one, 1), raw(1, 2, one), raw(-1, -1, one), raw(0, 3, one),  # kick-off; left 3 wins the ball
+        raw(-1, -1, one), raw(-1, -1, one, 4), raw(0, 4, one, 4),        # 3's shot goes out, left 4 takes the corner
+        raw(-1, -1, one), raw(0, 3, one), raw(-1, -1, one), raw(-1, -1, two),  # 4 crosses to 3 in play, 3 scores
+        raw(1, 1, two, 1), raw(1, 1, two), raw(0, 1, two, 3),            # kick-off; left 1 is fouled: free kick
+        raw(-1, -1, two, 3), raw(0, 2, two, 3),                          # 2 takes it over before play restarts
+    ]
+    for o in seq:
+        t.step(o)
+    s = t.summary()
+    assert (s["passes_attempted"], s["passes_completed"], s["goals"], s["assists"]) == (1, 1, 2, 1)
+
+
 def test_behaviour_tracker_goal_without_assist_and_win():
     t = grf.BehaviourTracker(raw(-1, -1))
     for o in [raw(1, 2), raw(0, 1), raw(-1, -1), raw(-1, -1, score=(1, 0))]:  # won the ball, dribbled, scored
