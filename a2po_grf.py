@@ -35,7 +35,8 @@ Implementation details
 8. Behaviour metrics come from each step's raw observation (BehaviourTracker has the definitions): charts/*
    per finished training game, eval/* as means over the greedy evaluation games.
 9. Presets (official A2PO GRF settings, REFERENCE.md) fill only the flags not given on the command line;
-   academy epochs are not stated there, 10 as for 5_vs_5.
+   full games take the A2PO code base's 5-vs-5 entropy 0.001; academy epochs are not stated there, 10 as for
+   5_vs_5.
 10. --capture-video: gfootball's own dumps on eval env 0 (a .webm and a replayable .dump per game in
     runs/<run>/videos). Headless, gfootball's 3-D rendering does work off-screen but ran < 0.5 steps/s here,
     so the videos are gfootball's 2-D minimap drawn with opencv.
@@ -154,7 +155,7 @@ PRESETS = {
     "academy": dict(total_timesteps=10_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.2,
                     ent_coef=0.01, gamma=0.99, gae_lambda=0.95, update_epochs=10),
     "full_game": dict(total_timesteps=100_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.25,
-                      ent_coef=0.01, gamma=0.995, gae_lambda=0.95, update_epochs=10),
+                      ent_coef=0.001, gamma=0.995, gae_lambda=0.95, update_epochs=10),
 }
 
 

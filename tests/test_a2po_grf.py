@@ -4,6 +4,7 @@ gfootball must be installed (`bash install_gfootball.sh`); these tests never ski
 """
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -201,6 +202,15 @@ def test_time_limit_is_a_truncation_with_final_obs():
     assert truncated and final_obs is not None and final_obs.shape == (4, 115)
     assert not np.allclose(obs, final_obs)  # the returned obs is the reset one
     assert set(info) >= {"win_rate", "goals", "lost", "passes_attempted", "passes_completed", "pass_rate", "assists"}
+
+
+def test_full_game_preset_entropy_and_the_users_flag_wins(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["a2po_grf.py", "--env-name", "5_vs_5"])
+    assert grf.parse_args().ent_coef == 0.001  # the A2PO code base's 5-vs-5 setting
+    monkeypatch.setattr(sys, "argv", ["a2po_grf.py", "--env-name", "academy_corner"])
+    assert grf.parse_args().ent_coef == 0.01
+    monkeypatch.setattr(sys, "argv", ["a2po_grf.py", "--env-name", "5_vs_5", "--ent-coef", "0.02"])
+    assert grf.parse_args().ent_coef == 0.02
 
 
 # ---------------------------------------------------------------- bad inputs
