@@ -24,19 +24,25 @@ Implementation details
 5. The time limit (steps_left == 0 with no goal in that step) is a truncation: gamma * V_i(final obs) is added
    to agent i's reward and continues = 0 (compute_gae's convention). Full games too: simple115v2 has no clock.
 6. All 19 actions are always available and no player dies: masks are ones, masked means are plain means.
-7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios; PreOPC for the remaining agents
-   (their critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
-   i = semi_greedy_pick(k, mean |A|); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
-   pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). A_i is normalised over agent i's samples;
-   critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
+7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios, kept as a sum of log-ratios (a
+   float32 product can overflow to inf and meet an underflow: NaN); PreOPC for every agent (the remaining agents'
+   critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
+   i = semi_greedy_pick(k, mean |A|) (greedy at even k, so the first pick is greedy as in the A2PO code base;
+   uniform at odd k); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
+   pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over
+   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
+   small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
 8. Behaviour metrics come from each step's raw observation (BehaviourTracker has the definitions): charts/*
    per finished training game, eval/* as means over the greedy evaluation games.
 9. Presets (official A2PO GRF settings, REFERENCE.md) fill only the flags not given on the command line;
-   academy epochs are not stated there, 10 as for 5_vs_5.
+   full games take the A2PO code base's 5-vs-5 entropy 0.001; academy epochs are not stated there, 10 as for
+   5_vs_5.
 10. --capture-video: gfootball's own dumps on eval env 0 (a .webm and a replayable .dump per game in
     runs/<run>/videos). Headless, gfootball's 3-D rendering does work off-screen but ran < 0.5 steps/s here,
     so the videos are gfootball's 2-D minimap drawn with opencv.
-11. Resume restarts the games (env state is not saved) with workers re-seeded from the resumed iteration.
+11. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
+    process, env), evaluation games env_seed(seed, 0, env): runs with consecutive --seed, resumed runs and the
+    evaluation never share a game stream.
 """
 import json
 import multiprocessing as mp
@@ -149,7 +155,7 @@ PRESETS = {
     "academy": dict(total_timesteps=10_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.2,
                     ent_coef=0.01, gamma=0.99, gae_lambda=0.95, update_epochs=10),
     "full_game": dict(total_timesteps=100_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.25,
-                      ent_coef=0.01, gamma=0.995, gae_lambda=0.95, update_epochs=10),
+                      ent_coef=0.001, gamma=0.995, gae_lambda=0.95, update_epochs=10),
 }
 
 
@@ -176,11 +182,13 @@ class BehaviourTracker:
     """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations.
 
     Owner = (ball_owned_team, ball_owned_player) on steps where ball_owned_team != -1; other steps are "free".
-    - completed pass: the owner changes from left player p to left player q != p.
+    - completed pass: the owner changes from left player p to left player q != p with play running (game_mode 0)
+      on the free steps between and on the step of the change: a throw-in, corner or free kick that a teammate
+      takes after a stoppage is no pass (and a goal after it no assist).
     - attempted pass: a completed pass, or an interception: the owner changes from left player p to a right
-      player who is not the goalkeeper, after >= 1 free step, with play running (game_mode 0) on those free
-      steps and on the step of the change. Not passes: a change with no free step (a tackle), the keeper
-      taking the ball (nearly always a saved shot), a stoppage in between (shot, clearance, ball out).
+      player who is not the goalkeeper, after >= 1 free step, with play running as above. Not passes: a change
+      with no free step (a tackle), the keeper taking the ball (nearly always a saved shot), a stoppage in
+      between (shot, clearance, ball out).
     - pass_rate = completed / attempted (nan for a game without an attempt).
     - goals / lost = increases of score[0] / score[1]; win = goals > lost over the game.
     - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball
@@ -207,13 +215,13 @@ class BehaviourTracker:
             self.free, self.stopped = True, self.stopped or o["game_mode"] != 0
             return
         if (team, player) != self.owner:
-            passer = None
-            if self.owner is not None and self.owner[0] == 0:
+            passer, running = None, not self.stopped and o["game_mode"] == 0
+            if self.owner is not None and self.owner[0] == 0 and running:
                 if team == 0:
                     self.counts["passes_attempted"] += 1
                     self.counts["passes_completed"] += 1
                     passer = self.owner[1]
-                elif self.free and not self.stopped and o["game_mode"] == 0 and o["right_team_roles"][player] != 0:
+                elif self.free and o["right_team_roles"][player] != 0:
                     self.counts["passes_attempted"] += 1
             self.owner, self.passer = (team, player), passer
         self.free, self.stopped = False, False
@@ -261,6 +269,12 @@ class GRFEnv:
         return self.reset(), team_reward, True, bool(truncated), obs, info
 
 
+def env_seed(seed, iteration, index):
+    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): distinct triples give
+    unrelated streams, so runs with consecutive --seed or a resumed run never replay each other's envs."""
+    return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0])
+
+
 def env_worker(remote, env_kwargs):
     """Subprocess loop serving one GRFEnv over a Pipe: ("reset", None) | ("step", actions) | ("close", None)."""
     env, parent = GRFEnv(**env_kwargs), os.getppid()
@@ -282,12 +296,12 @@ def env_worker(remote, env_kwargs):
 class FootballVecEnv:
     """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send / wait / recv)."""
 
-    def __init__(self, num_envs, seed, **env_kwargs):
+    def __init__(self, seeds, **env_kwargs):
         ctx = mp.get_context("fork")
-        self.num_envs, self.remotes, self.procs = num_envs, [], []
-        for e in range(num_envs):
+        self.num_envs, self.remotes, self.procs = len(seeds), [], []
+        for e, seed in enumerate(seeds):
             parent, child = ctx.Pipe()
-            kwargs = dict(env_kwargs, seed=seed + e, video_dir=env_kwargs.get("video_dir") if e == 0 else None)
+            kwargs = dict(env_kwargs, seed=seed, video_dir=env_kwargs.get("video_dir") if e == 0 else None)
             proc = ctx.Process(target=env_worker, args=(child, kwargs), daemon=True)
             proc.start()
             child.close()
@@ -466,9 +480,9 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
-    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
-    if (position + 1) % 2 == 0:
+    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
+    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 
@@ -481,6 +495,14 @@ def semi_greedy_order(scores, generator):
         order.append(agent)
         remaining.remove(agent)
     return order
+
+
+def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma, gae_lambda):
+    """PreOPC advantages (T, E, n) of every agent for one turn, log_rho (T, E) = log of the joint ratio of the agents
+    already updated, and the same advantages normalised jointly over (t, env, agent) as the A2PO code base does."""
+    rho = log_rho.exp().unsqueeze(-1).expand_as(values)  # inf or 0 outside the float range: PreOPC uses min(1, rho)
+    advantages = compute_preopc(rewards, values, bootstrap_value, continues, rho, gamma, gae_lambda)
+    return advantages, (advantages - advantages.mean()) / (advantages.std() + 1e-5)
 
 
 def aggregate_games(infos):
@@ -521,6 +543,9 @@ def parse_args():
                          f"{args.num_agents}. Use 1..{controllable} (default {default_agents}).")
     if args.rewards not in ("scoring", "scoring,checkpoints"):
         raise SystemExit(f"error: --rewards '{args.rewards}' is not supported. Use 'scoring' or 'scoring,checkpoints'.")
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+                         "must grow from eps*c to eps along the order.")
     given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
     for key, value in PRESETS["academy" if args.env_name.startswith("academy") else "full_game"].items():
         if key not in given:
@@ -544,7 +569,11 @@ if __name__ == "__main__":
     args = parse_args()
     n, T, E = args.num_agents, args.num_steps, args.num_envs
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
+    try:
+        ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
+    except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run.")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"{args.runs_dir}/{run_name}"
     os.makedirs(run_dir, exist_ok=True)
@@ -558,12 +587,12 @@ if __name__ == "__main__":
     start_iteration = ckpt["iteration"] + 1 if ckpt else 1
 
     env_kwargs = dict(env_name=args.env_name, num_agents=n, rewards=args.rewards)
-    envs = FootballVecEnv(E, args.seed * 100_003 + 10_007 * start_iteration, **env_kwargs)
+    envs = FootballVecEnv([env_seed(args.seed, start_iteration, e) for e in range(E)], **env_kwargs)
     eval_envs = None
     if args.eval_episodes > 0:
         video_dir = os.path.abspath(f"{run_dir}/videos") if args.capture_video else None
-        eval_envs = FootballVecEnv(min(E, args.eval_episodes), args.seed * 100_003 + 10_007 * start_iteration + 50_000,
-                                   video_dir=video_dir, **env_kwargs)
+        eval_seeds = [env_seed(args.seed, 0, e) for e in range(min(E, args.eval_episodes))]
+        eval_envs = FootballVecEnv(eval_seeds, video_dir=video_dir, **env_kwargs)
 
     obs_dim, eye = 115, torch.eye(n, device=device)
     actors = nn.ModuleList([mlp(obs_dim + n, args.hidden_dim, 19, 0.01) for _ in range(n)]).to(device)
@@ -671,13 +700,13 @@ if __name__ == "__main__":
             values_denorm = denormalize(values_buf)
             gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
-        rho = torch.ones((T, E), device=device)  # joint ratio of the agents already updated (no grad)
+        log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents already updated (no grad)
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
         for k in range(n):
             with torch.no_grad():
-                ratios = rho.unsqueeze(-1).expand(T, E, n)
-                adv_all = compute_preopc(rewards_buf, values_denorm, bootstrap, continues_buf, ratios,
-                                         args.gamma, args.gae_lambda)
+                adv_all, adv_norm = turn_advantages(rewards_buf, values_denorm, bootstrap, continues_buf, log_rho,
+                                                    args.gamma, args.gae_lambda)
+                rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
                 if k > 0:
                     trace_means.append(rho.clamp(max=1.0).mean().item())
             scores = adv_all.abs().mean((0, 1))
@@ -685,9 +714,8 @@ if __name__ == "__main__":
             eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps_i, global_step)
             gaps.append((adv_all[..., i] - gae[..., i]).abs().mean().item())
-            b_adv = adv_all[..., i].reshape(-1)
-            b_returns = b_adv + values_denorm[..., i].reshape(-1)
-            b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-5)
+            b_returns = adv_all[..., i].reshape(-1) + values_denorm[..., i].reshape(-1)
+            b_adv = adv_norm[..., i].reshape(-1)
             b_actor_in, b_critic_in = actor_inputs(b_obs, eye)[i], critic_inputs(b_obs, eye)[i]
             b_actions, b_logprobs = actions_buf[..., i].reshape(-1), logprobs_buf[..., i].reshape(-1)
             b_values, b_rho = values_buf[..., i].reshape(-1), rho.reshape(-1)
@@ -726,7 +754,7 @@ if __name__ == "__main__":
                         stats.append([pg_loss.item(), value_loss, entropy.item(), approx_kl, clipfrac])
             with torch.no_grad():
                 new_logprob = Categorical(logits=actors[i](b_actor_in)).log_prob(b_actions)
-                rho = rho * (new_logprob - b_logprobs).exp().reshape(T, E)
+                log_rho = log_rho + (new_logprob - b_logprobs).reshape(T, E)
                 pred = value_norms[i].denormalize(critics[i](b_critic_in).squeeze(-1))
                 var_y = b_returns.var()
                 explained.append((1 - (b_returns - pred).var() / var_y).item() if var_y > 0 else float("nan"))

@@ -11,12 +11,15 @@ Implementation details:
 1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1,
    Hopper 3x1, Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1. Partitions gymnasium-robotics
    does not ship are built as `agent_factorization` from the joints, edges and globals of
-   `get_parts_and_edges(scenario, None)`: Nx1 is one agent per joint; HalfCheetah 3x2 follows the
-   original multiagent_mujoco grouping; Walker2d 3x2 cuts the chain foot-leg-thigh-thigh-leg-foot in three.
+   `get_parts_and_edges(scenario, None)`: Nx1 is one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the
+   A2PO code base's groupings ((foot, leg), (thigh, foot_left), (leg_left, thigh_left) for Walker2d), so
+   results compare with its numbers.
 2. gymnasium-robotics builds on the v5 single-agent models, so returns differ from papers that used v2.
 3. One env per subprocess worker (Pipe, fork); a finished episode resets inside the worker, which sends
-   the global state before the reset. Actions are sampled unclipped (their log-prob is stored) and
-   clipped to the action bounds for the env.
+   the global state before the reset. An idle worker checks its parent pid every second and exits once the
+   trainer is gone (after a kill -9 no EOF comes: forked siblings hold its pipe open). Env seeds are
+   env_seed(seed, first iteration of the process, env): runs with consecutive --seed and resumed runs never
+   share an env stream. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds.
 4. Running mean/var normalisation of actor observations and critic states, clipped to +-obs_norm_clip;
    the statistics are updated during rollouts only, saved in the checkpoint and used by evaluation.
 5. Critic input of agent i: the normalised global state (env.state()) + one-hot id; actor input: its
@@ -28,18 +31,21 @@ Implementation details:
    values and log-probs are computed after it in one batch. Torch runs on one thread: beside the env
    workers, a second thread slowed updates 25x. Each agent's critic is only trained in its own turn, so the remaining agents' stored values are their
    critics "as they are now" when PreOPC is recomputed; only rho changes from turn to turn.
-8. Per turn k: rho = prod of the updated agents' ratios (no grad), PreOPC for every remaining agent,
-   semi-greedy pick by mean |A_i| (the talk's rule: k+1 even -> greedy, odd -> uniform),
+8. Per turn k: log rho = sum of the updated agents' log-ratios (no grad; a product of 16 float32 ratios can
+   overflow to inf and meet an underflow: NaN), PreOPC for every agent, semi-greedy pick among the remaining
+   agents by mean |A_i| (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform),
    eps_i = C(eps, k+1), update_epochs epochs of (critic-only pass, then actor + critic pass). Advantages are
-   normalised per agent; agent i's critic regresses on A + V in its own ValueNorm space.
+   normalised jointly over (t, env, agent), as in the A2PO code base, so an agent whose advantages are small
+   next to the team's takes a small step; agent i's critic regresses on A + V in its own ValueNorm space.
 9. Official-code departures (ALGORITHMS.md): one lambda per PreOPC step (not two); g clipped to 1 +- eps_i/2
    (the talk), not eps/2. Defaults are the official MA-MuJoCo settings; the 4000 steps per update are
    8 workers x 500 steps: on 2 cores random-action throughput is flat from 2 to 8 workers, while the
    policy forward and pipe round trip are paid once per step for all envs, so 8 x 500 sampled HalfCheetah
    6x1 1.6x faster than 4 x 1000 (2480 vs 1570 env steps/s). The Hopper presets (lr 1e-4, eps 0.1) apply
    only to flags not given on the command line.
-10. Evaluation: mean actions for eval_episodes episodes on an env seeded seed + 10000 + episode (the same
-    starts every time), at step 0, every eval_interval env steps and at the end.
+10. Evaluation: mean actions for eval_episodes episodes, episode j on an env seeded env_seed(seed, 0, j) (the
+    same starts every time; iteration 0 is never a training stream), at step 0, every eval_interval env steps
+    and at the end.
 11. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
     with shadows, reflections and skybox off (about 10x faster in software GL), saved as mp4 by imageio.
 """
@@ -148,8 +154,8 @@ BUILTIN_CONFS = {"Ant": ["2x4", "4x2"], "HalfCheetah": ["2x3", "6x1"], "Walker2d
 CUSTOM_PARTITIONS = {
     ("Ant", "8x1"): "per_joint",
     ("HalfCheetah", "3x2"): [("bfoot", "bshin"), ("bthigh", "ffoot"), ("fshin", "fthigh")],
-    ("Walker2d", "3x2"): [("foot_joint", "leg_joint"), ("thigh_joint", "thigh_left_joint"),
-                          ("leg_left_joint", "foot_left_joint")],
+    ("Walker2d", "3x2"): [("foot_joint", "leg_joint"), ("thigh_joint", "foot_left_joint"),
+                          ("leg_left_joint", "thigh_left_joint")],
     ("Walker2d", "6x1"): "per_joint",
     ("Humanoid", "17x1"): "per_joint",
     ("HumanoidStandup", "17x1"): "per_joint",
@@ -197,15 +203,25 @@ def flat_obs(env, obs):
     return np.concatenate([obs[a] for a in env.possible_agents]).astype(np.float32)
 
 
+def env_seed(seed, iteration, index):
+    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): distinct triples give
+    unrelated streams, so runs with consecutive --seed or a resumed run never replay each other's envs."""
+    return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0])
+
+
 def env_worker(remote, env_kwargs, seed):
     """Holds one env; a finished episode resets here, sending the global state from before the reset."""
     torch.set_num_threads(1)
-    env = make_env(**env_kwargs)
+    env, parent = make_env(**env_kwargs), os.getppid()
     agents = env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     obs, _ = env.reset(seed=seed)
     ep_return, ep_length = 0.0, 0
     while True:
+        if not remote.poll(1.0):
+            if os.getppid() != parent:  # the trainer was killed; forked siblings keep the pipe open, so no EOF
+                return
+            continue
         cmd, data = remote.recv()
         if cmd == "step":
             obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(data, splits))))
@@ -228,12 +244,12 @@ def env_worker(remote, env_kwargs, seed):
 class SubprocVecEnv:
     """num_envs MaMuJoCo envs, one per subprocess worker, stepped in lockstep."""
 
-    def __init__(self, num_envs, seed, env_kwargs):
+    def __init__(self, seeds, env_kwargs):
         ctx = mp.get_context("fork")
         self.remotes, self.processes = [], []
-        for e in range(num_envs):
+        for seed in seeds:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed + e), daemon=True)
+            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed), daemon=True)
             proc.start()
             child.close()
             self.remotes.append(parent)
@@ -392,7 +408,7 @@ def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=Non
     returns, agents = [], env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
+        obs, _ = env.reset(seed=env_seed(seed, 0, episode))
         done, total = False, 0.0
         while not done:
             if frames is not None and episode == 0:
@@ -519,9 +535,9 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
-    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
-    if (position + 1) % 2 == 0:
+    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
+    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 
@@ -534,6 +550,14 @@ def semi_greedy_order(scores, generator):
         order.append(agent)
         remaining.remove(agent)
     return order
+
+
+def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma, gae_lambda):
+    """PreOPC advantages (T, E, n) of every agent for one turn, log_rho (T, E) = log of the joint ratio of the agents
+    already updated, and the same advantages normalised jointly over (t, env, agent) as the A2PO code base does."""
+    rho = log_rho.exp().unsqueeze(-1).expand_as(values)  # inf or 0 outside the float range: PreOPC uses min(1, rho)
+    advantages = compute_preopc(rewards, values, bootstrap_value, continues, rho, gamma, gae_lambda)
+    return advantages, (advantages - advantages.mean()) / (advantages.std() + 1e-5)
 
 
 if __name__ == "__main__":
@@ -550,8 +574,9 @@ if __name__ == "__main__":
                          "Raise --total-timesteps or lower --num-envs/--num-steps.")
     if args.agent_obsk < 0:
         raise SystemExit("error: --agent-obsk must be >= 0.")
-    if args.resume and not os.path.isfile(args.resume):
-        raise SystemExit(f"error: checkpoint {args.resume} not found. Pass the path of a checkpoint.pt.")
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+                         "must grow from eps*c to eps along the order.")
     if args.capture_video:
         try:
             import imageio.v2 as imageio
@@ -560,7 +585,11 @@ if __name__ == "__main__":
             raise SystemExit("error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg")
         os.environ["MUJOCO_GL"] = pick_gl_backend()
     task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
-    checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    try:
+        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run.")
     if checkpoint is not None:
         if (checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]) != (args.scenario, args.agent_conf):
             raise SystemExit(f"error: the checkpoint is for {checkpoint['args']['scenario']} "
@@ -592,8 +621,8 @@ if __name__ == "__main__":
     low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
     high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
     state_dim = eval_env.state().shape[0]
-    envs = SubprocVecEnv(args.num_envs, args.seed + (checkpoint["iteration"] * args.num_envs if checkpoint else 0),
-                         env_kwargs)
+    start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
+    envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
 
     if args.track:
         import wandb
@@ -611,7 +640,7 @@ if __name__ == "__main__":
     critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
     obs_rms, state_rms = RunningMeanStd(obs_offsets[-1], args.obs_norm_clip), RunningMeanStd(state_dim, args.obs_norm_clip)
     order_gen = torch.Generator().manual_seed(args.seed)
-    global_step, start_iteration, totals = 0, 1, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
+    global_step, totals = 0, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
     if checkpoint is not None:
         for modules, key in ((actors, "actors"), (critics, "critics"), (value_norms, "value_norms"),
                              (actor_optims, "actor_optims"), (critic_optims, "critic_optims")):
@@ -623,7 +652,7 @@ if __name__ == "__main__":
         np.random.set_state(checkpoint["rng"]["numpy"])
         random.setstate(checkpoint["rng"]["python"])
         order_gen.set_state(checkpoint["rng"]["order"])
-        global_step, start_iteration, totals = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["totals"]
+        global_step, totals = checkpoint["global_step"], checkpoint["totals"]
         print(f"resumed from {args.resume} at global_step {global_step}")
 
     def save_checkpoint(iteration):
@@ -642,10 +671,10 @@ if __name__ == "__main__":
     def run_evaluation():
         frames = [] if args.capture_video else None
         if frames is not None:
-            eval_env.reset(seed=args.seed + 10_000)
+            eval_env.reset(seed=env_seed(args.seed, 0, 0))
             fast_offscreen_renderer(eval_env)
         policy = RolloutActors(actors, obs_slices, act_slices, obs_offsets[-1], device)
-        result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed + 10_000, device, frames)
+        result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed, device, frames)
         writer.add_scalar("eval/episodic_return", result, global_step)
         if frames:
             os.makedirs(f"{run_dir}/videos", exist_ok=True)
@@ -711,18 +740,15 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
-        rho = torch.ones(B, device=device)  # joint ratio of the agents updated so far (no grad)
+        log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
         remaining, order, stats = list(range(n)), [], []
         b_states = state_buf[:T].reshape(B, -1)
         for k in range(n):
             with torch.no_grad():
-                rest = torch.tensor(remaining, device=device)
-                preopc = torch.zeros_like(gae)
-                preopc[..., rest] = compute_preopc(rewards[..., rest], values_bar[:T][..., rest], values_bar[T][:, rest],
-                                                   continues, rho.reshape(T, E, 1).expand(T, E, len(remaining)),
-                                                   args.gamma, args.gae_lambda)
-                scores = preopc.abs().mean((0, 1))
-            agent = semi_greedy_pick(k, scores, remaining, order_gen)
+                preopc, preopc_norm = turn_advantages(rewards, values_bar[:T], values_bar[T], continues, log_rho,
+                                                      args.gamma, args.gae_lambda)
+                rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
+            agent = semi_greedy_pick(k, preopc.abs().mean((0, 1)), remaining, order_gen)
             order.append(agent)
             remaining.remove(agent)
             eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
@@ -730,7 +756,7 @@ if __name__ == "__main__":
             actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
             adv = preopc[..., agent].reshape(B)
             returns = adv + values_bar[:T, :, agent].reshape(B)
-            adv_norm = (adv - adv.mean()) / (adv.std() + 1e-5)
+            adv_norm = preopc_norm[..., agent].reshape(B)
             obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
             old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
             crit_in = critic_input(b_states, agent, n)
@@ -760,7 +786,7 @@ if __name__ == "__main__":
                         nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                         critic_optims[agent].step()
             with torch.no_grad():
-                new_ratio = (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).exp()
+                new_logratio = actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob
                 returns_var = returns.var()
                 stats.append({
                     "policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
@@ -771,7 +797,7 @@ if __name__ == "__main__":
                     "trace_ratio_mean": rho.clamp(max=1.0).mean().item(),
                     "preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean().item(),
                 })
-                rho = rho * new_ratio
+                log_rho = log_rho + new_logratio.reshape(T, E)
         updating_time = time.time() - update_start
 
         # TRY NOT TO MODIFY: record rewards and losses for plotting purposes

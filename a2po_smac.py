@@ -11,22 +11,25 @@ Implementation details
    evaluation, checkpoints): `diff mappo_smac.py a2po_smac.py` shows only the algorithm.
 13. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, with ONE lambda per
    step as in the talk (the official code applies lambda twice per step; we do not copy that).
-   delta uses the critic as it is at recomputation; the bootstrap value is the rollout's.
+   delta uses the critic as it is at recomputation, the bootstrap V(T) included: the current critic re-runs
+   the last chunk from its stored hidden state, then the step after the rollout.
 14. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every
    agent, so rho is the joint ratio of all agents, and e^i (in g_i) is all other agents.
 15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2);
    L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)]. The official code clips g at eps/2 with a fixed
    eps; the talk uses eps_i / 2: we follow the talk.
 16. Adaptive clipping: eps_i = C(eps, k) = eps * c + eps * (1 - c) * k / n, k = agent i's 1-based position.
-17. Semi-greedy order, the talk's rule R(k) for 1-based k: k even -> the remaining agent with the
-   largest E_alive|A_i| (advantage already corrected by PreOPC), k odd -> a uniformly random one. So
-   the first agent is random. (ALGORITHMS.md writes "0-based positions 0, 2, 4 greedy"; the talk wins.)
+17. Semi-greedy order: 0-based positions 0, 2, 4, ... take the remaining agent with the largest
+   E_alive|A_i| (advantage already corrected by PreOPC), positions 1, 3, 5, ... a uniformly random one.
+   The first pick is greedy as in the A2PO code base, which produced the talk's numbers; the slide's
+   "k % 2 = 0 -> argmax" beside 1-based sets, read literally, would make every 2-agent order random.
 18. Schedule: ceil(update_epochs / num_blocks) outer epochs; each recomputes PreOPC (all but the
    first), draws the order and splits it into `num_blocks` blocks; stage s trains on the agents of
    blocks 1..s after recomputing PreOPC (every stage but the very first).
-19. Two-stage critic: each stage runs a critic-only pass over the minibatches, then the actor +
-   critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
-20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP).
+19. Two-stage critic (`--two-stage-critic`, on by default): each stage runs a critic-only pass over the
+   minibatches, then the actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
+20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP); its scripts for
+   3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic, and so do the presets.
 """
 # TRY NOT TO MODIFY: imports
 import json
@@ -127,6 +130,8 @@ class Args:
     """contiguous blocks the agent order is split into (stages per outer epoch)"""
     clip_c: float = 0.5
     """c in the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n"""
+    two_stage_critic: bool = True
+    """a critic-only pass over the minibatches before each stage's actor + critic pass"""
 
     # TRY NOT TO MODIFY: computed after parsing
     batch_size: int = 0
@@ -141,10 +146,13 @@ class Args:
 MAP_PRESETS = {
     "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
     "3s5z": dict(update_epochs=8, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "3s_vs_5z": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True,
+                         two_stage_critic=False),
+    "3s_vs_5z": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False,
+                     two_stage_critic=False),
     "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, num_blocks=2, recurrent=True),
-    "6h_vs_8z": dict(update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False),
+    "6h_vs_8z": dict(update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False,
+                     two_stage_critic=False),
     "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=5, recurrent=True),
     "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, num_blocks=2, recurrent=True),
     "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
@@ -155,6 +163,11 @@ MAP_PRESETS = {
 
 
 def check_algo_args(args, num_agents):
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(
+            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+            "must grow from eps*c to eps along the order."
+        )
     if not 1 <= args.num_blocks <= num_agents:
         raise SystemExit(
             f"error: --num-blocks {args.num_blocks} is impossible with {num_agents} agents on {args.map_name}. "
@@ -627,9 +640,9 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """The talk's rule R(k), k = position + 1: k even -> argmax of scores over the remaining agents,
-    k odd -> uniform over the remaining agents. Ties go to the lowest index."""
-    if (position + 1) % 2 == 0:
+    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
+    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 
@@ -658,11 +671,18 @@ def critic_values(critic, mb):
 
 
 @torch.no_grad()
-def preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args):
-    """PreOPC advantages with the current actor (rho, joint over all agents) and critic (delta)."""
+def preopc_advantages(actor, critic, value_norm, data, buf, boot_x, boot_starts, args):
+    """PreOPC advantages with the current actor (rho, joint over all agents) and critic (delta and bootstrap).
+
+    boot_x (E, n, d), boot_starts (E,): the critic input and episode starts of the step after the rollout; V(T)
+    comes from the last chunk (stored hidden state at its start) followed by that step."""
     T, E, n = buf["actions"].shape
+    L = args.data_chunk_length
     logprob, _, values = evaluate_sequences(actor, critic, data)
     values = value_norm.denormalize(from_chunks(values, T, E))
+    x = torch.cat([buf["critic_x"][T - L :], boot_x.unsqueeze(0)]).reshape(L + 1, E * n, -1)
+    starts = torch.cat([buf["starts"][T - L :], boot_starts.unsqueeze(0)]).repeat_interleave(n, -1)
+    bootstrap = value_norm.denormalize(critic(x, buf["h_critic"][T - L].reshape(E * n, -1), starts)[0][-1].view(E, n))
     rho = (from_chunks(logprob, T, E) - buf["logprobs"]).sum(-1, keepdim=True).exp().expand(T, E, n)
     return compute_preopc(buf["rewards"], values, bootstrap, buf["continues"], rho, args.gamma, args.gae_lambda), values, rho
 
@@ -820,6 +840,7 @@ if __name__ == "__main__":
         values_denorm = value_norm.denormalize(buf["values"])
         bootstrap = value_norm.denormalize(next_value)
         gae = compute_gae(buf["rewards"], values_denorm, bootstrap, buf["continues"], args.gamma, args.gae_lambda)
+        boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
         advantages, current_values, returns = gae, values_denorm, gae + values_denorm
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
@@ -828,7 +849,9 @@ if __name__ == "__main__":
         for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
             for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
                 if outer_epoch + stage > 0:  # PreOPC before every stage but the very first
-                    advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, bootstrap, args)
+                    advantages, current_values, rho = preopc_advantages(
+                        actor, critic, value_norm, data, buf, *boot, args
+                    )
                     stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
                     stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
                 if stage == 0:  # semi-greedy order scored by E_alive|A_i|, corrected for the agents already updated
@@ -842,7 +865,7 @@ if __name__ == "__main__":
                 in_stage[torch.as_tensor(np.concatenate(blocks[: stage + 1]))] = 1.0
                 norm_adv = normalize_advantages(advantages, buf["alive"])
                 data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(advantages + current_values, L))
-                for critic_only in (True, False):
+                for critic_only in (True, False) if args.two_stage_critic else (False,):
                     perm = torch.randperm(num_sequences)
                     for start in range(0, num_sequences, args.minibatch_size):
                         idx = perm[start : start + args.minibatch_size]

@@ -1,8 +1,10 @@
 """The one module shared by the tests: load a script as a module, run it, read its logs."""
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,39 @@ def run_script(name, *args, cwd, timeout=600, env=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{name}.py {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout[-6000:]}")
     return proc
+
+
+def _parent(pid):
+    """The parent pid of a live process, None once it has exited (zombies count as exited)."""
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if state in "ZX" else int(ppid)
+
+
+def assert_workers_die_with_trainer(name, *args, cwd, num_workers, timeout):
+    """Start `python name.py args...`, wait for its `num_workers` child processes, `kill -9` the trainer and
+    assert that every one of its workers has exited within `timeout` seconds (leftovers are killed)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / f"{name}.py"), *map(str, args)], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.time() + 180, []
+        while len(workers) < num_workers:
+            assert proc.poll() is None and time.time() < deadline, f"{name}.py did not start {num_workers} workers"
+            time.sleep(0.5)
+            workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p.name) == proc.pid]
+        time.sleep(3.0)  # the trainer is stepping them now
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + timeout
+    while any(_parent(pid) is not None for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in workers if _parent(pid) is not None]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"{len(alive)} of {len(workers)} workers outlived the killed trainer by {timeout} s"
 
 
 def read_scalars(run_dir):

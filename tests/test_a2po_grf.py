@@ -4,12 +4,13 @@ gfootball must be installed (`bash install_gfootball.sh`); these tests never ski
 """
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import load_script, only_run_dir, read_scalars, run_script
+from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
 
 grf = load_script("a2po_grf")
 TINY = ["--num-envs", "2", "--num-steps", "64", "--update-epochs", "1", "--hidden-dim", "32"]
@@ -47,9 +48,38 @@ def test_adaptive_clip_and_semi_greedy_pick():
     assert grf.adaptive_clip(0.25, 2, 4, 0.0) == pytest.approx(0.125)
     g = torch.Generator().manual_seed(0)
     scores = torch.tensor([0.1, 0.9, 0.5, 0.7])
-    assert grf.semi_greedy_pick(1, scores, [0, 2, 3], g) == 3  # k = 2: greedy over the remaining
-    picks = {grf.semi_greedy_pick(0, scores, [0, 1, 2, 3], g) for _ in range(50)}
-    assert picks == {0, 1, 2, 3}  # k = 1: uniform
+    assert grf.semi_greedy_pick(0, scores, [0, 1, 2, 3], g) == 1  # the first pick is greedy
+    assert grf.semi_greedy_pick(2, scores, [0, 2, 3], g) == 3  # even positions: greedy over the remaining
+    picks = {grf.semi_greedy_pick(1, scores, [0, 2, 3], g) for _ in range(50)}
+    assert picks == {0, 2, 3}  # odd positions: uniform
+    assert {tuple(grf.semi_greedy_order(torch.tensor([0.2, 0.8]), g)) for _ in range(20)} == {(1, 0)}  # 2 agents
+
+
+def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratios():
+    g = torch.Generator().manual_seed(0)
+    T, E = 50, 4
+    rewards, continues = torch.randn(T, E, 1, generator=g) * torch.tensor([1.0, 10.0]), torch.ones(T, E, 1)
+    values, boot = torch.zeros(T, E, 2), torch.zeros(E, 2)
+    log_rho = torch.zeros(T, E)
+    adv, norm = grf.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    assert torch.equal(adv, grf.compute_gae(rewards, values, boot, continues, 0.99, 0.95))
+    assert norm.mean().abs() < 1e-5 and norm.std() == pytest.approx(1.0, abs=1e-4)  # over (t, env, agent)
+    assert norm[..., 0].std() < 0.2 and norm[..., 1].std() > 1.3  # per agent, both would be 1
+    log_rho[: T // 2], log_rho[T // 2 :] = 200.0, -200.0  # exp() leaves float32 both ways
+    adv, norm = grf.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    ratios = torch.ones(T, E, 2)
+    ratios[T // 2 :] = 0.0
+    assert torch.isfinite(norm).all()
+    assert torch.allclose(adv, grf.compute_preopc(rewards, values, boot, continues, ratios, 0.99, 0.95))
+
+
+def test_env_seeds_never_overlap_across_seeds_resumes_and_evaluation():
+    seeds = {}
+    for seed in (1, 2, 3):
+        for iteration in (0, 1, 2, 101, 102):  # 0: evaluation, 1: a fresh run, the others: resumed runs
+            for e in range(64):
+                seeds.setdefault(grf.env_seed(seed, iteration, e), []).append((seed, iteration, e))
+    assert all(len(owners) == 1 for owners in seeds.values()), [o for o in seeds.values() if len(o) > 1]
 
 
 def test_stacked_forward_matches_each_module():
@@ -96,6 +126,24 @@ def test_behaviour_tracker_hand_made_game():
     assert (s["passes_attempted"], s["passes_completed"], s["goals"], s["lost"], s["assists"]) == (3, 2, 1, 1, 1)
     assert s["pass_rate"] == pytest.approx(2 / 3)
     assert s["win_rate"] == 0.0 and s["goal_diff"] == 0
+
+
+def test_behaviour_tracker_no_pass_across_a_stoppage():
+    t = grf.BehaviourTracker(raw(-1, -1))
+    one, two = (1, 0), (2, 0)
+    seq = [
+        raw(0, 1), raw(-1, -1), raw(-1, -1, mode=5), raw(0, 2, mode=5),  # ball out, left 2 takes the throw-in
+        raw(0, 2), raw(-1, -1), raw(-1, -1, one),                        # 2 scores: no assist
+        raw(1, 2, one, 1), raw(1, 2, one), raw(-1, -1, one), raw(0, 3, one),  # kick-off; left 3 wins the ball
+        raw(-1, -1, one), raw(-1, -1, one, 4), raw(0, 4, one, 4),        # 3's shot goes out, left 4 takes the corner
+        raw(-1, -1, one), raw(0, 3, one), raw(-1, -1, one), raw(-1, -1, two),  # 4 crosses to 3 in play, 3 scores
+        raw(1, 1, two, 1), raw(1, 1, two), raw(0, 1, two, 3),            # kick-off; left 1 is fouled: free kick
+        raw(-1, -1, two, 3), raw(0, 2, two, 3),                          # 2 takes it over before play restarts
+    ]
+    for o in seq:
+        t.step(o)
+    s = t.summary()
+    assert (s["passes_attempted"], s["passes_completed"], s["goals"], s["assists"]) == (1, 1, 2, 1)
 
 
 def test_behaviour_tracker_goal_without_assist_and_win():
@@ -156,11 +204,21 @@ def test_time_limit_is_a_truncation_with_final_obs():
     assert set(info) >= {"win_rate", "goals", "lost", "passes_attempted", "passes_completed", "pass_rate", "assists"}
 
 
+def test_full_game_preset_entropy_and_the_users_flag_wins(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["a2po_grf.py", "--env-name", "5_vs_5"])
+    assert grf.parse_args().ent_coef == 0.001  # the A2PO code base's 5-vs-5 setting
+    monkeypatch.setattr(sys, "argv", ["a2po_grf.py", "--env-name", "academy_corner"])
+    assert grf.parse_args().ent_coef == 0.01
+    monkeypatch.setattr(sys, "argv", ["a2po_grf.py", "--env-name", "5_vs_5", "--ent-coef", "0.02"])
+    assert grf.parse_args().ent_coef == 0.02
+
+
 # ---------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize("args, message", [
     (["--env-name", "academy_nope"], "Valid scenarios: academy_3_vs_1_with_keeper"),
     (["--env-name", "5_vs_5", "--num-agents", "5"], "Use 1..4"),
     (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "not divisible"),
+    (["--clip-c", "2"], "--clip-c 2.0 is outside [0, 1]"),
 ])
 def test_bad_input_exits_with_clear_message(tmp_path, args, message):
     proc = run_script("a2po_grf", *args, cwd=tmp_path, check=False, timeout=120)
@@ -168,6 +226,17 @@ def test_bad_input_exits_with_clear_message(tmp_path, args, message):
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("error:") and message in last, proc.stdout
     assert "Traceback" not in proc.stdout
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run_script("a2po_grf", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read checkpoint") and str(path) in last, proc.stdout
 
 
 # ---------------------------------------------------------------- smoke runs and resume
@@ -230,3 +299,9 @@ def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["args"]["num_agents"] == 4 and summary["args"]["gamma"] == 0.995
     assert summary["final_eval"] == {} and summary["global_step"] == 128
+
+
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    # an idle worker checks its parent every 10 s
+    assert_workers_die_with_trainer("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--eval-episodes", "0",
+                                    cwd=tmp_path, num_workers=2, timeout=30)

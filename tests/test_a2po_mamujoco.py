@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_script, only_run_dir, read_scalars, run_script
+from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
 
 m = load_script("a2po_mamujoco")
 
@@ -65,22 +65,53 @@ def test_preopc_no_trace_across_episode_end_and_rho_t_not_in_a_t():
     assert a[2] == b[2] and a[1] != b[1]
 
 
-def test_semi_greedy_order_permutation_greedy_odd_positions_uniform_even_positions():
+def test_semi_greedy_order_permutation_greedy_even_positions_uniform_odd_positions():
     g = torch.Generator().manual_seed(0)
     scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.7])
-    first, third_is_best = np.zeros(5), 0
+    second, fourth_is_best = np.zeros(5), 0
     draws = 4000
     for _ in range(draws):
         order = m.semi_greedy_order(scores, g)
         assert sorted(order) == list(range(5))
-        for pos in (1, 3):  # greedy: the best remaining score
+        for pos in (0, 2, 4):  # greedy, the first pick included: the best remaining score
             assert scores[order[pos]] == max(scores[i] for i in range(5) if i not in order[:pos])
-        first[order[0]] += 1
-        rest = sorted((i for i in range(5) if i not in order[:2]), key=lambda i: -scores[i])
-        third_is_best += order[2] == rest[0]
-    assert np.allclose(first / draws, 0.2, atol=0.03)  # uniform over 5 agents, not the argmax
-    assert abs(third_is_best / draws - 1 / 3) < 0.03  # uniform over the 3 remaining
-    assert m.semi_greedy_pick(1, scores, [0, 3], g) == 3
+        second[order[1]] += 1
+        rest = sorted((i for i in range(5) if i not in order[:3]), key=lambda i: -scores[i])
+        fourth_is_best += order[3] == rest[0]
+    assert order[0] == 1  # the argmax comes first
+    assert second[1] == 0 and np.allclose(second[[0, 2, 3, 4]] / draws, 0.25, atol=0.03)  # uniform over the 4 left
+    assert abs(fourth_is_best / draws - 1 / 2) < 0.03  # uniform over the 2 remaining
+    assert m.semi_greedy_pick(0, scores, [0, 3], g) == 3
+    assert m.semi_greedy_pick(2, scores, [0, 2, 3], g) == 2
+
+
+def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratios():
+    g = torch.Generator().manual_seed(0)
+    T, E = 50, 4
+    rewards, continues = torch.randn(T, E, 1, generator=g) * torch.tensor([1.0, 10.0]), torch.ones(T, E, 1)
+    values, boot = torch.zeros(T, E, 2), torch.zeros(E, 2)
+    log_rho = torch.zeros(T, E)
+    adv, norm = m.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    assert torch.equal(adv, m.compute_gae(rewards, values, boot, continues, 0.99, 0.95))
+    assert norm.mean().abs() < 1e-5 and norm.std() == pytest.approx(1.0, abs=1e-4)  # over (t, env, agent)
+    assert norm[..., 0].std() < 0.2 and norm[..., 1].std() > 1.3  # per agent, both would be 1
+    # 16 agents with ratios ~e^+-6 each: the running product leaves float32 (inf, 0); the log stays finite
+    log_rho[: T // 2], log_rho[T // 2 :] = 16 * 6.0, -16 * 6.0
+    adv, norm = m.turn_advantages(rewards, values, boot, continues, log_rho, 0.99, 0.95)
+    assert torch.isfinite(norm).all()
+    ratios = torch.ones(T, E, 2)
+    ratios[T // 2 :] = 0.0
+    assert torch.allclose(adv, m.compute_preopc(rewards, values, boot, continues, ratios, 0.99, 0.95))
+
+
+def test_env_seeds_never_overlap_across_seeds_resumes_and_evaluation():
+    seeds = {}
+    for seed in (1, 2, 3):
+        for iteration in (0, 1, 2, 101, 102):  # 0: evaluation, 1: a fresh run, the others: resumed runs
+            for e in range(16):
+                seeds.setdefault(m.env_seed(seed, iteration, e), []).append((seed, iteration, e))
+    assert all(len(owners) == 1 for owners in seeds.values()), [o for o in seeds.values() if len(o) > 1]
+    assert m.env_seed(1, 1, 0) == m.env_seed(1, 1, 0) and all(0 <= s < 2**64 for s in seeds)
 
 
 def test_adaptive_clip_formula():
@@ -144,6 +175,15 @@ def test_partitions_cover_every_joint_once(scenario, conf, num_agents, tmp_path,
     env.close()
 
 
+def test_walker2d_3x2_uses_the_a2po_code_base_grouping(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = m.make_env("Walker2d", "3x2", 1)
+    groups = [tuple(node.label for node in part) for part in env.agent_action_partitions]
+    assert groups == [("foot_joint", "leg_joint"), ("thigh_joint", "foot_left_joint"),
+                      ("leg_left_joint", "thigh_left_joint")]
+    env.close()
+
+
 def test_hopper_preset_applies_only_to_flags_not_given():
     args = m.apply_presets(m.Args(scenario="Hopper", learning_rate=5e-4), ["--scenario", "Hopper", "--learning-rate=5e-4"])
     assert (args.learning_rate, args.critic_learning_rate, args.clip_coef) == (5e-4, 1e-4, 0.1)
@@ -162,6 +202,8 @@ def test_check_task_rejects_bad_tasks():
     (["--scenario", "Walker2d", "--agent-conf", "4x2"], "error: Walker2d has no partition '4x2'. Valid partitions of Walker2d: 2x3, 3x2, 6x1."),
     (["--scenario", "Pendulum"], "error: unknown MA-MuJoCo scenario 'Pendulum'. Valid tasks:"),
     (["--num-envs", 3, "--num-steps", 100, "--num-minibatches", 7], "error: batch_size 300 (num_envs * num_steps) is not divisible by num_minibatches 7."),
+    (["--clip-c", 2], "error: --clip-c 2.0 is outside [0, 1]"),
+    (["--clip-c=-0.5"], "error: --clip-c -0.5 is outside [0, 1]"),
 ])
 def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
     proc = run_script("a2po_mamujoco", *args, cwd=tmp_path, timeout=120, check=False)
@@ -171,7 +213,23 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run_script("a2po_mamujoco", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read checkpoint") and str(path) in last, proc.stdout
+
+
 # ---------------------------------------------------------------- runs
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    args = ["--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4, "--num-steps", 100, "--eval-episodes", 1]
+    assert_workers_die_with_trainer("a2po_mamujoco", *args, cwd=tmp_path, num_workers=4, timeout=10)
+
+
 def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
     # 2 envs x 500 steps x 2 iterations: each env hits the 1000-step time limit once (a truncation)
     run_script("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", *TINY, "--num-steps", 500,
