@@ -710,6 +710,7 @@ def evaluate_sequences(actor, critic, mb):
     return dist.log_prob(mb["actions"]), dist.entropy(), values.reshape(L, B, n)
 
 
+# TRY NOT TO MODIFY: greedy evaluation and checkpoint files
 @torch.no_grad()
 def greedy_evaluation(actor, envs, episodes, args, device):
     """Greedy actions until every eval env has finished ceil(episodes / num_envs) episodes."""

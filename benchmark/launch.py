@@ -39,7 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SMAC_ALGOS = ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"]
+PPO_SMAC_ALGOS = ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"]
+SMAC_ALGOS = PPO_SMAC_ALGOS + ["qmix_smac"]  # the talk's column order
 # The talk's SMAC maps and budgets (REFERENCE.md): 10M env steps, 5M on MMM, 15M on 6h_vs_8z.
 PAPER_SMAC_MAPS = {
     "MMM": 5_000_000, "3s_vs_5z": 10_000_000, "2c_vs_64zg": 10_000_000, "3s5z": 10_000_000,
@@ -59,7 +60,7 @@ MAMUJOCO_TASKS = [("Ant", "2x4"), ("Ant", "4x2"), ("Ant", "8x1"), ("HalfCheetah"
                   ("HumanoidStandup", "17x1")]
 GRF_QUICK = ["academy_3_vs_1_with_keeper", "academy_pass_and_shoot_with_keeper"]
 GRF_PAPER = ["5_vs_5", "11_vs_11_stochastic"]  # the talk's full-game scenarios (behaviour table: 5_vs_5)
-# speed: identical rollout and epochs for the four algorithms (the training-time table).
+# speed: identical rollout and epochs for the four PPO algorithms (the training-time table; QMIX has no epochs).
 SPEED_SMAC = ["--num-envs", "32", "--num-steps", "100", "--update-epochs", "5", "--eval-episodes", "4",
               "--eval-interval", "1000000000"]
 
@@ -129,7 +130,8 @@ def preset_cells(name, seeds=None):
         return grf_cells(GRF_PAPER, 100_000_000, pick(5))
     if name == "speed":
         # 10 iterations each (report.py drops the first, which holds JAX compilation and worker start-up).
-        return (smac_cells({"3s5z": 32_000, "27m_vs_30m": 32_000}, "smax", pick(1), extra_fn=lambda b: SPEED_SMAC)
+        return (smac_cells({"3s5z": 32_000, "27m_vs_30m": 32_000}, "smax", pick(1), PPO_SMAC_ALGOS,
+                           extra_fn=lambda b: SPEED_SMAC)
                 # A2PO only on these two (no other algorithm has a script there): the scripts' own rollout
                 # defaults (4000 and 2048 steps per iteration), 10 iterations, no evaluation to speak of
                 + mamujoco_cells([("Humanoid", "17x1")], 40_000, pick(1),
@@ -139,13 +141,13 @@ def preset_cells(name, seeds=None):
 
 
 PRESETS = {
-    "smac-quick": "SMAX 3m (200k), 2s3z and 3s5z (300k), 4 algorithms, 3 seeds (1-2 h on 2 cores)",
-    "smac-paper": "the talk's 12 maps on StarCraft II (sc2) + the 8 of them SMAX has, 4 algorithms, 5 seeds, 5-15M",
+    "smac-quick": "SMAX 3m (200k), 2s3z and 3s5z (300k), 5 algorithms (4 PPO + QMIX), 3 seeds (about 2 h on 2 cores)",
+    "smac-paper": "the talk's 12 maps on StarCraft II (sc2) + the 8 of them SMAX has, 5 algorithms, 5 seeds, 5-15M",
     "mamujoco-quick": "A2PO on the 14 MA-MuJoCo tasks, 3 seeds, 300k steps",
     "mamujoco-paper": "A2PO on the 14 MA-MuJoCo tasks, 5 seeds, 10M steps",
     "grf-quick": "A2PO on GRF academy 3_vs_1_with_keeper and pass_and_shoot_with_keeper, 3 seeds, 500k steps",
     "grf-paper": "A2PO on GRF full games 5_vs_5 and 11_vs_11_stochastic, 5 seeds, 100M steps",
-    "speed": "training-time table: 4 SMAC algorithms on SMAX 3s5z and 27m_vs_30m with identical rollouts and "
+    "speed": "training-time table: the 4 PPO SMAC algorithms on SMAX 3s5z and 27m_vs_30m with identical rollouts and "
              "epochs (10 iterations), A2PO on Humanoid 17x1 and GRF 5_vs_5 (10 iterations), 1 seed",
 }
 
@@ -285,7 +287,7 @@ def parse(argv):
     p.add_argument("--max-parallel", type=int, default=1, help="runs at a time (slurm: array parallelism)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run instead of the preset's")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (run-folder names, e.g. 3m Hopper-3x1)")
-    p.add_argument("--algos", nargs="+", default=None, help="only these algorithms (mappo coppo happo a2po)")
+    p.add_argument("--algos", nargs="+", default=None, help="only these algorithms (mappo coppo happo a2po qmix)")
     p.add_argument("--backends", nargs="+", default=None, help="only these SMAC backends (smax sc2)")
     p.add_argument("--total-timesteps", type=int, default=None, help="budget of every run instead of the preset's")
     p.add_argument("--threads-per-run", type=int, default=0,

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmark"))
 from launch import git_commit, machine  # noqa: E402  (one definition of the run's provenance)
 
-ALGO_ORDER = ["mappo", "coppo", "happo", "a2po"]
+ALGO_ORDER = ["mappo", "coppo", "happo", "a2po", "qmix"]  # the talk's SMAC table
 MAP_ORDER = ["MMM", "3s_vs_5z", "2c_vs_64zg", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "6h_vs_8z",
              "3s5z_vs_3s6z", "MMM2", "27m_vs_30m", "corridor"]  # the talk's row order
 BEHAVIOUR = [("Assist", "eval/assists", 1.0), ("Goal", "eval/goals", 1.0), ("Lost", "eval/lost", 1.0),

@@ -77,6 +77,24 @@ def test_win_rate_table_median_std_bold_and_overall(smac_report):
     assert data["3m"]["mappo"] == {"median": 75.0, "std": pytest.approx(20.412, abs=1e-3), "n": 3}
 
 
+def test_qmix_is_the_fifth_column_in_the_talks_order(tmp_path):
+    for exp, final in (("qmix_smac-smax-1M", 0.25), ("a2po_smac-smax-1M", 1.0), ("mappo_smac-smax-1M", 0.5),
+                       ("happo_smac-smax-1M", 0.75), ("coppo_smac-smax-1M", 0.5)):
+        win_run(tmp_path / "runs", "3m", exp, 1, final)
+    report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap-samples", "50"])
+    table = (tmp_path / "out" / "smac_win_rate.md").read_text()
+    assert "| Task | mappo | coppo | happo | a2po | qmix | seeds |" in table
+    assert "| 3m | 50.0 (0) | 50.0 (0) | 75.0 (0) | **100.0 (0)** | 25.0 (0) | 1 |" in table
+
+
+def test_qmix_joins_the_smac_win_rate_presets_but_not_the_speed_preset():
+    for preset in ("smac-quick", "smac-paper"):
+        cells = launch.preset_cells(preset)
+        assert [c.script for c in cells if c.task == "3s5z" and c.seed == 1 and c.tag == "smax"] == [
+            "mappo_smac", "coppo_smac", "happo_smac", "a2po_smac", "qmix_smac"]
+    assert "qmix_smac" not in {c.script for c in launch.preset_cells("speed")}  # no epochs to equalise
+
+
 def test_every_report_file_has_the_provenance_header(smac_report):
     import subprocess
 
@@ -195,7 +213,7 @@ def test_skip_finished_and_resume_logic(tmp_path):
     assert launch.cell_state(cell, tmp_path) == ("done", killed)
 
 
-PRESET_SIZES = {"smac-quick": 36, "smac-paper": 400, "mamujoco-quick": 42, "mamujoco-paper": 70, "grf-quick": 6,
+PRESET_SIZES = {"smac-quick": 45, "smac-paper": 500, "mamujoco-quick": 42, "mamujoco-paper": 70, "grf-quick": 6,
                 "grf-paper": 10, "speed": 10}
 
 

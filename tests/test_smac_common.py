@@ -316,15 +316,21 @@ def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
 
 
 # ---------------------------------------------------------------- bad input, presets
-@pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("flags, message", [
+SHARED_ERRORS = [  # from the shared argument handling and make_envs: every SMAC script, QMIX too
     (["--map-name", "nonexistent_map"], "unknown map 'nonexistent_map'"),
     (["--map-name", "MMM2"], "--env-backend sc2"),
-    (["--num-steps", "95"], "not a multiple of --data-chunk-length"),
-    (["--num-minibatches", "7"], "does not divide"),
     (["--env-backend", "sc2", "--map-name", "3m"],
      "pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git"),
-])
+]
+PPO_ERRORS = [  # flags QMIX does not have (it trains on whole episodes)
+    (["--num-steps", "95"], "not a multiple of --data-chunk-length"),
+    (["--num-minibatches", "7"], "does not divide"),
+]
+
+
+@pytest.mark.parametrize("script, flags, message",
+                         [(s, f, m) for s in SCRIPTS + ["qmix_smac"] for f, m in SHARED_ERRORS]
+                         + [(s, f, m) for s in SCRIPTS for f, m in PPO_ERRORS])
 def test_bad_input_is_one_clear_line(script, flags, message, tmp_path):
     proc = run_script(script, *flags, cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode != 0

@@ -1,0 +1,825 @@
+# QMIX on SMAC (SMAX or StarCraft II). Documented in README.md, section "QMIX".
+"""QMIX (Rashid et al., 2018) with parameter sharing on the StarCraft Multi-Agent Challenge, as in pymarl.
+
+One recurrent network gives every agent a Q-value per action; a mixing network, whose weights a hypernetwork
+computes from the global state and keeps non-negative, adds them up into a Q_tot that is monotonic in each
+agent's Q, so the agents' own greedy actions are the greedy joint action. Q_tot is learnt by double
+Q-learning on whole episodes replayed from a buffer, while ε-greedy agents collect new ones.
+Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
+`--env-backend sc2` to play the real game through smacv2.
+
+Implementation details (pymarl's `qmix.yaml` / `qmix_beta.yaml`, `q_learner.py`, `qmix.py` unless stated)
+1. One agent network for all agents, pymarl's: Linear-ReLU, GRUCell (`hidden_dim` 64), Linear to one Q-value
+   per action, PyTorch's default init. Input = env obs + one-hot id + one-hot last action. (The PPO scripts'
+   actor, with LayerNorms and orthogonal init, made Q_tot diverge under this mixer: on a toy task of 10-step
+   episodes with returns up to 1, Q_tot passed 1000 within 900 gradient steps; pymarl's stayed below 2.1.)
+2. Unavailable actions get Q = -1e10 (`masked_logits`) when acting, where ε-greedy's random action is uniform
+   over the available ones, and in the target's argmax. Greedy evaluation is the PPO scripts' code.
+3. Mixer (pymarl's QMixer with 2-layer hypernetworks): W1 = |Linear(S, 64)-ReLU-Linear(64, 32 n)| (s),
+   b1 = Linear(S, 32) (s), hidden = ELU(Q W1 + b1), W2 = |Linear(S, 64)-ReLU-Linear(64, 32)| (s),
+   Q_tot = hidden W2 + V(s) with V = Linear(S, 32)-ReLU-Linear(32, 1). s is the env's global state (scaled on
+   SMAX). PyTorch's default init, as pymarl.
+4. Replay: the last `buffer_size` (5000) finished episodes, each padded to the episode limit + 1 (SMAX ends a
+   time-out one step after its `max_steps`), with `filled` and `terminated` masks. A batch is `batch_episodes`
+   (32) episodes drawn uniformly without replacement, cut to its longest episode; the GRU is unrolled from
+   each episode's first step with a zero state. Agent inputs and states are stored as float16, which halves
+   the buffer (3s5z: 3.1 GB instead of 6.2); one-hots stay exact, the rest keeps 3 significant digits.
+5. Loss: double Q-learning, y_t = r_t + γ (1 - terminated_t) Q_tot^-(s_{t+1}, a*_{t+1}), a*_i = argmax over
+   agent i's available actions of the online Q_i(t+1), valued by the target agent network and mixed by the
+   target mixer; L = Σ filled_t (Q_tot(t) - y_t)² / Σ filled_t. Targets are hard copies, renewed after
+   every `target_update_interval` (200) episodes.
+6. Every episode end is terminal, as in the PPO scripts: the episode limit is part of the task, and the env
+   wrapper hands back the next episode's first observation at an end, so no state after a time-out exists
+   to bootstrap from. (pymarl bootstraps a time-out.)
+7. RMSprop over agent and mixer (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10. `--optimizer adam`
+   (eps 1e-5) is there to compare; RMSprop stays the default (see README.md, "QMIX").
+8. Rewards: the learner sees the team reward times `reward_scale`: 10 on SMAX, whose returns reach 2, so that
+   they reach 20 as on StarCraft II, where SMAC's default reward_scale_rate (which pymarl trains with) scales
+   them to 20; 1 on sc2. At SMAX's own scale the overestimation of the max (Q_tot 1.6 against returns of 0.2
+   on 3m) swamps the differences between actions: no win within 200k env steps on 3m, against 72% greedy
+   wins at 100k with the factor 10 (seed 1, one gradient step per episode). Logged returns are the env's.
+9. ε-greedy: ε falls linearly from 1.0 to 0.05 over the first 50k env steps (summed over envs), then stays.
+10. Schedule: `--num-envs` games (8, pymarl's parallel runner) run continuously and each finished episode enters
+   the buffer. After each rollout of `num_steps` steps per env, the learner takes `train_steps_per_rollout`
+   gradient steps for every `num_envs` episodes finished since the last update (pymarl's parallel runner:
+   one gradient step per batch of 8 episodes), once the buffer holds `batch_episodes` episodes. pymarl steps
+   right after each batch; here the steps of a rollout wait for its end (100 steps per env by default).
+11. Evaluation: greedy actions (no ε) on a separately seeded env, `eval_episodes` episodes.
+12. Checkpoints hold agent, mixer, their targets, optimiser, RNG states and counters, and the replay buffer
+   only with `--save-buffer`; they are written atomically. A resumed run starts fresh episodes and, without a
+   saved buffer, collects `batch_episodes` episodes before training again.
+"""
+# TRY NOT TO MODIFY: imports
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import re
+import signal
+import sys
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
+    # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
+    # implementation loads them, and it must be chosen before anything (TensorBoard) imports protobuf
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+
+# ALGO LOGIC: arguments (the PPO scripts' common arguments where QMIX has them, then QMIX's own)
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, use CUDA when available"""
+    track: bool = False
+    """if toggled, mirror the TensorBoard logs to Weights and Biases"""
+    wandb_project_name: str = "cooperative-trust-region"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    runs_dir: str = "runs"
+    """folder that holds one sub-folder per run"""
+    save_model: bool = False
+    """if toggled, write a resumable checkpoint at every evaluation and at the end"""
+    resume: Optional[str] = None
+    """path to a checkpoint.pt to continue from (pass the same flags as the original run)"""
+    save_buffer: bool = False
+    """with --save-model: checkpoints hold the replay buffer too (size: start-up line; 3m 0.2 GB, 3s5z 3.1 GB)"""
+
+    map_name: str = "3s5z"
+    """SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)"""
+    env_backend: Literal["smax", "sc2"] = "smax"
+    """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
+    total_timesteps: int = 10_000_000
+    """total env steps (summed over parallel envs)"""
+    num_envs: int = 8
+    """parallel envs (pymarl's parallel runner: 8)"""
+    num_steps: int = 100
+    """steps per env per rollout (sc2 default: 400)"""
+    eval_interval: int = 80_000
+    """env steps between greedy evaluations"""
+    eval_episodes: int = 32
+    """episodes per evaluation"""
+
+    learning_rate: float = 5e-4
+    """learning rate of agent network and mixer"""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop (alpha 0.99, eps 1e-5) as pymarl, or Adam (eps 1e-5)"""
+    gamma: float = 0.99
+    """discount factor"""
+    max_grad_norm: float = 10.0
+    """gradient norm clip"""
+    hidden_dim: int = 64
+    """width of every hidden layer of the agent network"""
+    buffer_size: int = 5000
+    """episodes the replay buffer holds"""
+    batch_episodes: int = 32
+    """episodes per gradient step"""
+    train_steps_per_rollout: int = 1
+    """gradient steps per `num_envs` finished episodes"""
+    target_update_interval: int = 200
+    """episodes between hard copies into the target networks"""
+    epsilon_start: float = 1.0
+    """ε of ε-greedy at the start"""
+    epsilon_finish: float = 0.05
+    """ε after the anneal"""
+    epsilon_anneal_steps: int = 50_000
+    """env steps over which ε falls linearly"""
+    reward_scale: Optional[float] = None
+    """factor on the reward the learner sees (default: 10 on SMAX, 1 on sc2; returns then reach 20 on both)"""
+    mixing_embed_dim: int = 32
+    """width of the mixing network"""
+    hypernet_dim: int = 64
+    """hidden width of the hypernetworks"""
+
+    # read by the shared argument handling: QMIX trains on whole episodes, never on chunks or minibatches
+    data_chunk_length = 1
+    num_minibatches = 1
+
+    # computed after parsing
+    batch_size: int = 0
+    """env steps per rollout (num_envs * num_steps)"""
+    num_iterations: int = 0
+    """rollout + update iterations"""
+
+
+# ALGO LOGIC: per-map presets: none, pymarl runs QMIX with one configuration on every map
+MAP_PRESETS = {}
+
+
+def check_algo_args(args, num_agents):
+    if min(args.buffer_size, args.batch_episodes, args.train_steps_per_rollout, args.target_update_interval,
+           args.epsilon_anneal_steps) < 1:
+        raise SystemExit("error: --buffer-size, --batch-episodes, --train-steps-per-rollout, --target-update-interval "
+                         "and --epsilon-anneal-steps must be positive.")
+    if args.batch_episodes > args.buffer_size:
+        raise SystemExit(f"error: --batch-episodes {args.batch_episodes} is larger than --buffer-size "
+                         f"{args.buffer_size}; a batch is drawn from the buffer without replacement.")
+    if args.save_buffer and not args.save_model:
+        raise SystemExit("error: --save-buffer only adds the buffer to the checkpoints of --save-model; pass both.")
+
+
+# TRY NOT TO MODIFY: argument handling
+BACKEND_PRESETS = {"sc2": dict(num_envs=8, num_steps=400)}
+SMAX_EPISODE_LIMITS = {
+    "3m": 60, "8m": 120, "25m": 150, "2s3z": 120, "3s5z": 150, "5m_vs_6m": 70, "8m_vs_9m": 120,
+    "10m_vs_11m": 150, "27m_vs_30m": 180, "3s5z_vs_3s6z": 170, "3s_vs_5z": 250, "6h_vs_8z": 150,
+    "smacv2_5_units": 100, "smacv2_10_units": 100, "smacv2_20_units": 100,
+}
+SC2_CLASSIC_MAPS = [
+    "3m", "8m", "25m", "2s3z", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m", "MMM", "MMM2",
+    "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
+    "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
+]
+SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team), as smacv2's sc2_gen_{race}.yaml
+    "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], []),
+    "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
+    "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
+}
+SMACV2_MAPS = [f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]]
+SC2_INSTALL = (
+    "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
+    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
+    "(see README.md, 'StarCraft II backend')"
+)
+
+
+def user_gave(name, argv):
+    flag = "--" + name.replace("_", "-")
+    names = {flag, "--" + name, "--no-" + name.replace("_", "-"), "--no-" + name}
+    return any(a.split("=")[0] in names for a in argv)
+
+
+def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = tyro.cli(Args, args=argv)
+    for presets, key in ((BACKEND_PRESETS, args.env_backend), (MAP_PRESETS, args.map_name)):
+        for name, value in presets.get(key, {}).items():
+            if not user_gave(name, argv):
+                setattr(args, name, value)
+    if args.env_backend == "smax" and args.map_name not in SMAX_EPISODE_LIMITS:
+        if args.map_name in SC2_CLASSIC_MAPS or args.map_name in SMACV2_MAPS:
+            raise SystemExit(
+                f"error: map '{args.map_name}' cannot be modelled by SMAX (no medivacs, colossi, banelings, "
+                f"shields or terrain). Run it on StarCraft II with --env-backend sc2, or pick a SMAX map: "
+                f"{', '.join(SMAX_EPISODE_LIMITS)}."
+            )
+        raise SystemExit(f"error: unknown map '{args.map_name}'. SMAX maps: {', '.join(SMAX_EPISODE_LIMITS)}.")
+    if args.env_backend == "sc2" and args.map_name not in SC2_CLASSIC_MAPS + SMACV2_MAPS:
+        raise SystemExit(
+            f"error: unknown map '{args.map_name}'. StarCraft II maps: {', '.join(SC2_CLASSIC_MAPS + SMACV2_MAPS)}."
+        )
+    if args.num_steps % args.data_chunk_length != 0:
+        raise SystemExit(
+            f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length "
+            f"{args.data_chunk_length}. Pick values where it is (e.g. --num-steps 100 --data-chunk-length 10)."
+        )
+    num_sequences = args.num_envs * args.num_steps // args.data_chunk_length
+    if args.num_minibatches < 1 or num_sequences % args.num_minibatches != 0:
+        raise SystemExit(
+            f"error: --num-minibatches {args.num_minibatches} does not divide the {num_sequences} training "
+            f"sequences (num_envs * num_steps / data_chunk_length). Use a divisor of {num_sequences}."
+        )
+    if min(args.num_envs, args.num_steps, args.eval_episodes, args.total_timesteps) < 1:
+        raise SystemExit("error: --num-envs, --num-steps, --eval-episodes and --total-timesteps must be positive.")
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = num_sequences // args.num_minibatches
+    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    return args
+
+
+# TRY NOT TO MODIFY: environments
+class SMAXVecEnv:
+    """`num_envs` SMAX games in one jitted, vmapped step with auto-reset; arrays come back as numpy."""
+
+    def __init__(self, map_name, num_envs, seed):
+        import jax
+        import jax.numpy as jnp
+        from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
+        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
+
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax_smax"))
+        if "8m_vs_9m" not in MAP_NAME_TO_SCENARIO:
+            register_scenario("8m_vs_9m", Scenario(jnp.zeros((17,), dtype=jnp.uint8), 8, 9, False, False))
+        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=SMAX_EPISODE_LIMITS[map_name])
+        n, agents = env.num_allies, env.agents
+        self.num_envs, self.num_agents, self.num_actions = num_envs, n, env.action_spaces[agents[0]].n
+        self.episode_limit = SMAX_EPISODE_LIMITS[map_name]
+        # world state = per unit [health, x, y, cooldown, type one-hot] + teams + types: bring to ~[0, 1]
+        per_unit = np.ones(len(env.own_features), dtype=np.float32)
+        per_unit[1:3] = 1.0 / env.map_width
+        per_unit[3] = 1.0 / float(env.unit_type_weapon_cooldowns.max())
+        units = env.num_allies + env.num_enemies
+        scale = jnp.asarray(np.concatenate([np.tile(per_unit, units), np.ones(units), np.full(units, 1 / 5)]))
+
+        def observe(state):
+            obs = env.get_obs(state)
+            avail = env.get_avail_actions(state)
+            return dict(
+                obs=jnp.stack([obs[a] for a in agents]),
+                state=env.get_world_state(state) * scale,
+                avail=jnp.stack([avail[a] for a in agents]).astype(jnp.bool_),
+                alive=state.state.unit_alive[:n],
+            )
+
+        def reset_one(key):
+            _, state = env.reset(key)
+            policy = state.enemy_policy_state
+            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32)))
+
+        def step_one(key, state, actions):
+            step_key, reset_key = jax.random.split(key)
+            _, next_state, rewards, dones, _ = env.step_env(step_key, state, {a: actions[i] for i, a in enumerate(agents)})
+            done = dones["__all__"]
+            alive = next_state.state.unit_alive
+            won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
+            state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_one(reset_key), next_state)
+            return state, observe(state), rewards[agents[0]], done, won
+
+        def reset_all(key):
+            states = jax.vmap(reset_one)(jax.random.split(key, num_envs))
+            return states, jax.vmap(observe)(states)
+
+        def step_all(key, states, actions):
+            key, sub = jax.random.split(key)
+            return (key, *jax.vmap(step_one)(jax.random.split(sub, num_envs), states, actions))
+
+        self.step_all = step_all  # (key, states, actions) -> (key, states, obs, reward, done, won), for benchmarks
+        self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
+        self._key = jax.random.PRNGKey(seed)
+        self._pending = None
+        probe = jax.eval_shape(lambda k: observe(reset_one(k)), self._key)
+        self.obs_dim, self.state_dim = probe["obs"].shape[-1], probe["state"].shape[-1]
+
+    def reset(self):
+        import jax
+
+        self._key, sub = jax.random.split(self._key)
+        self._states, obs = self._reset(sub)
+        return {k: np.array(v) for k, v in obs.items()}
+
+    def step_async(self, actions):
+        self._pending = self._step(self._key, self._states, actions.astype(np.int32))
+
+    def step_wait(self):
+        self._key, self._states, obs, reward, done, won = self._pending
+        obs = {k: np.array(v) for k, v in obs.items()}  # writable copies for torch
+        return obs, np.array(reward, dtype=np.float32), np.array(done), np.array(won)
+
+    def close(self):
+        pass
+
+
+def make_sc2_env(map_name, seed):
+    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario with the settings of smacv2's
+    sc2_gen_{race}.yaml (units' own attack and sight ranges, own position observed)."""
+    from smacv2.env import StarCraft2Env, StarCraftCapabilityEnvWrapper
+
+    if map_name not in SMACV2_MAPS:
+        return StarCraft2Env(map_name=map_name, seed=seed)
+    race, allies, _, enemies = map_name.split("_")
+    units, weights, exceptions = SMACV2_UNITS[race]
+    config = {
+        "n_units": int(allies), "n_enemies": int(enemies),
+        "team_gen": {"dist_type": "weighted_teams", "unit_types": units, "weights": weights,
+                     "exception_unit_types": exceptions, "observe": True},
+        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "map_x": 32, "map_y": 32},
+    }
+    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed,
+                                         use_unit_ranges=True, obs_own_pos=True)
+
+
+def sc2_observe(env, reward=0.0, done=False, won=False):
+    avail = np.asarray(env.get_avail_actions(), dtype=bool)
+    # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
+    return dict(ok=True, obs=np.asarray(env.get_obs(), dtype=np.float32), avail=avail, alive=~avail[:, 0],
+                state=np.asarray(env.get_state(), dtype=np.float32), reward=reward, done=done, won=won)
+
+
+def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
+    """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
+    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A crash is reported, not raised. The
+    game is closed whenever the worker ends: on "close", after a crash, on SIGTERM or Ctrl-C, and when the
+    trainer is gone (its end of the pipe closed, or this process orphaned)."""
+    trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
+    trainer, env, error = os.getppid(), None, None
+    try:
+        env = env_fn(map_name, seed)
+        remote.send(dict(ok=True, info=env.get_env_info()))
+        while True:
+            while not remote.poll(1.0):
+                if os.getppid() != trainer:  # killed: forked siblings may hold its end of the pipe open
+                    raise EOFError
+            msg = remote.recv()
+            if msg["cmd"] == "reset":
+                env.reset()
+                remote.send(sc2_observe(env))
+            elif msg["cmd"] == "step":
+                reward, terminated, info = env.step(msg["actions"])
+                won = bool(terminated and info.get("battle_won", False))
+                if terminated:
+                    env.reset()
+                remote.send(sc2_observe(env, float(reward), bool(terminated), won))
+            else:
+                break
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass
+    except Exception:
+        error = traceback.format_exc()
+    if env is not None:
+        env.close()  # smacv2 closes its StarCraft II process here (atexit does not run in a worker)
+    if error:
+        try:
+            remote.send(dict(ok=False, error=error))
+        except OSError:
+            pass
+
+
+class SC2VecEnv:
+    """One StarCraft II game per subprocess; a crashed game is restarted and its episode ends."""
+
+    def __init__(self, map_name, num_envs, seed, env_fn=None):
+        self.env_fn = env_fn or make_sc2_env
+        self.map_name, self.seed, self.num_envs, self.restarts = map_name, seed, num_envs, 0
+        self.ctx = mp.get_context("fork")
+        self.workers = [None] * num_envs
+        info = [self._start(i) for i in range(num_envs)][0]
+        self.num_agents, self.num_actions, self.episode_limit = info["n_agents"], info["n_actions"], info["episode_limit"]
+        self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
+
+    def _start(self, i):
+        if self.workers[i] is not None:
+            self.workers[i][1].join(timeout=10)  # a crashed worker closes its game before it exits
+            self.workers[i][1].kill()
+        remote, child = self.ctx.Pipe()
+        seed = self.seed + 1000 * i + 100_000 * self.restarts
+        args = (child, remote, self.env_fn, self.map_name, seed)
+        proc = self.ctx.Process(target=sc2_worker, args=args, daemon=True)
+        proc.start()
+        child.close()
+        self.workers[i] = (remote, proc)
+        msg = self._recv(i)
+        if not msg["ok"]:
+            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{msg['error']}")
+        return msg["info"]
+
+    def _recv(self, i):
+        try:
+            return self.workers[i][0].recv()
+        except (EOFError, ConnectionError):
+            return dict(ok=False, error="the worker process died")
+
+    def _answer(self, i):
+        """Worker i's answer; a crashed game is restarted in a new episode and its episode ends, not won."""
+        msg = self._recv(i)
+        if msg["ok"]:
+            return msg
+        print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{msg['error']}")
+        self.restarts += 1
+        self._start(i)
+        self.workers[i][0].send({"cmd": "reset"})
+        msg = self._recv(i)
+        if not msg["ok"]:
+            raise RuntimeError(f"StarCraft II worker {i} crashed again after a restart:\n{msg['error']}")
+        return dict(msg, reward=0.0, done=True, won=False)
+
+    def reset(self):
+        for remote, _ in self.workers:
+            remote.send({"cmd": "reset"})
+        return self.step_wait()[0]  # a reset is answered as a step is
+
+    def step_async(self, actions):
+        for (remote, _), a in zip(self.workers, actions):
+            remote.send({"cmd": "step", "actions": a.tolist()})
+
+    def step_wait(self):
+        msgs = [self._answer(i) for i in range(self.num_envs)]
+        obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
+        reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
+        return obs, reward.astype(np.float32), done, won
+
+    def close(self):
+        for remote, _ in self.workers:
+            try:
+                remote.send({"cmd": "close"})
+            except OSError:
+                pass
+        for _, proc in self.workers:
+            proc.join(timeout=10)
+
+
+def make_envs(args, num_envs, seed):
+    if args.env_backend == "smax":
+        return SMAXVecEnv(args.map_name, num_envs, seed)
+    try:
+        import smacv2.env  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.")
+    if not os.path.isdir(os.environ.get("SC2PATH", os.path.expanduser("~/StarCraftII"))):
+        raise SystemExit(f"error: StarCraft II not found (SC2PATH is unset or wrong). {SC2_INSTALL}.")
+    return SC2VecEnv(args.map_name, num_envs, seed)
+
+
+def agent_inputs(raw, last_actions, num_actions):
+    """Actor: obs + id + one-hot last action (-1: none yet). Critic: (state + obs) * alive, + id (death masking)."""
+    obs, alive = torch.as_tensor(raw["obs"]), torch.as_tensor(raw["alive"]).float().unsqueeze(-1)
+    num_envs, n = obs.shape[:2]
+    ids = torch.eye(n).expand(num_envs, n, n)
+    last = nn.functional.one_hot(last_actions.clamp(min=0), num_actions).float() * (last_actions >= 0).unsqueeze(-1)
+    actor_x = torch.cat([obs, ids, last], -1)
+    state = torch.as_tensor(raw["state"]).unsqueeze(1).expand(num_envs, n, -1)
+    critic_x = torch.cat([torch.cat([state, obs], -1) * alive, ids], -1)
+    return actor_x, critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
+
+
+# ALGO LOGIC: networks (pymarl's agent and mixer), exploration, episode replay and the double-Q TD loss
+class RNNAgent(nn.Module):
+    """pymarl's agent network: Linear-ReLU, GRUCell, Linear to one Q-value per action; PyTorch's default init."""
+
+    def __init__(self, in_dim, num_actions, hidden):
+        super().__init__()
+        self.fc1, self.gru, self.fc2 = nn.Linear(in_dim, hidden), nn.GRUCell(hidden, hidden), nn.Linear(hidden, num_actions)
+
+    def forward(self, x, h, starts):
+        """x (L, B, d), h (B, H) hidden before step 0, starts (L, B) 1 where an episode begins -> Q (L, B, A), h."""
+        z = torch.relu(self.fc1(x))
+        outs = []
+        for t in range(x.shape[0]):
+            h = self.gru(z[t], h * (1.0 - starts[t]).unsqueeze(-1))
+            outs.append(h)
+        return self.fc2(torch.stack(outs)), h
+
+
+# masked_logits and masked_mean: the PPO scripts' text (tests/test_smac_shared_sections.py keeps it so)
+def masked_logits(logits, avail):
+    return torch.where(avail, logits, torch.full_like(logits, -1e10))
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class QMixer(nn.Module):
+    """Q_tot(Q_1..Q_n, s) with state-generated weights passed through abs: ∂Q_tot/∂Q_i ≥ 0 for every i."""
+
+    def __init__(self, num_agents, state_dim, embed_dim, hypernet_dim):
+        super().__init__()
+        self.num_agents, self.embed_dim = num_agents, embed_dim
+        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hypernet_dim), nn.ReLU(),
+                                      nn.Linear(hypernet_dim, embed_dim * num_agents))
+        self.hyper_b1 = nn.Linear(state_dim, embed_dim)
+        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim))
+        self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))  # V(s)
+
+    def forward(self, agent_qs, state):
+        """agent_qs (..., n), state (..., S) -> Q_tot (...)."""
+        shape, state = agent_qs.shape[:-1], state.reshape(-1, state.shape[-1])
+        qs = agent_qs.reshape(-1, 1, self.num_agents)
+        w1 = self.hyper_w1(state).abs().view(-1, self.num_agents, self.embed_dim)
+        hidden = nn.functional.elu(torch.bmm(qs, w1) + self.hyper_b1(state).unsqueeze(1))
+        w2 = self.hyper_w2(state).abs().unsqueeze(-1)
+        return (torch.bmm(hidden, w2).view(-1) + self.hyper_b2(state).view(-1)).view(shape)
+
+
+def epsilon_at(step, args):
+    """ε falls linearly from epsilon_start to epsilon_finish over epsilon_anneal_steps env steps."""
+    decay = (args.epsilon_start - args.epsilon_finish) * step / args.epsilon_anneal_steps
+    return max(args.epsilon_finish, args.epsilon_start - decay)
+
+
+def epsilon_greedy(q, avail, epsilon):
+    """Per agent: with probability ε a uniformly random available action, else the argmax over available ones."""
+    greedy = masked_logits(q, avail).argmax(-1)
+    random_actions = torch.multinomial(avail.reshape(-1, avail.shape[-1]).float(), 1).view(greedy.shape)
+    return torch.where(torch.rand(greedy.shape, device=q.device) < epsilon, random_actions, greedy)
+
+
+class EpisodeReplayBuffer:
+    """The last `capacity` finished episodes, each padded to the episode limit (pymarl's episode buffer)."""
+
+    def __init__(self, capacity, episode_limit, fields):
+        """fields: {name: (per-step shape, dtype)}; `filled` and `terminated` are added."""
+        fields = dict(fields, filled=((), torch.float32), terminated=((), torch.float32))
+        self.data = {
+            k: torch.zeros(capacity, episode_limit, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()
+        }
+        self.capacity, self.size, self.next = capacity, 0, 0
+
+    def nbytes(self):
+        return sum(v.numel() * v.element_size() for v in self.data.values())
+
+    def add(self, episode, length):
+        """Store steps [0, length) of `episode` ({name: (>= length, ...)}), over the oldest episode once full."""
+        i = self.next
+        for k, v in self.data.items():
+            v[i].zero_()
+            if k in episode:
+                v[i, :length] = episode[k][:length]
+        self.data["filled"][i, :length] = 1.0
+        self.data["terminated"][i, length - 1] = 1.0  # every episode end is terminal (detail 6)
+        self.next, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def sample(self, batch_episodes):
+        """Episodes drawn without replacement, time-major (L, B, ...), cut to the longest of them."""
+        idx = torch.randperm(self.size)[:batch_episodes]
+        length = int(self.data["filled"][idx].sum(1).max())
+        return {k: v[idx, :length].transpose(0, 1) for k, v in self.data.items()}
+
+    def state_dict(self):
+        return dict(data=self.data, size=self.size, next=self.next)
+
+    def load_state_dict(self, state):
+        for k, v in self.data.items():
+            v.copy_(state["data"][k])
+        self.size, self.next = state["size"], state["next"]
+
+
+def double_q_values(q, target_q, avail):
+    """Q^-_i(t, argmax over agent i's available a of Q_i(t, a)): the online network picks, the target values."""
+    best = masked_logits(q.detach(), avail).argmax(-1, keepdim=True)
+    return target_q.gather(-1, best).squeeze(-1)
+
+
+def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim):
+    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + gamma (1 - terminated_t) Q_tot^-(t+1);
+    batch: time-major whole episodes (L, B, ...) from their first step."""
+    L, B, n = batch["actions"].shape
+    x = batch["actor_x"].float().reshape(L, B * n, -1)
+    h0, starts = x.new_zeros(B * n, hidden_dim), x.new_zeros(L, B * n)
+    starts[0] = 1.0
+    state = batch["state"].float()
+    q = agent(x, h0, starts)[0].view(L, B, n, -1)
+    q_tot = mixer(q.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1), state)
+    with torch.no_grad():
+        target_q = target_agent(x, h0, starts)[0].view(L, B, n, -1)
+        next_q = double_q_values(q[1:], target_q[1:], batch["avail"][1:])
+        next_q_tot = torch.cat([target_mixer(next_q, state[1:]), q_tot.new_zeros(1, B)])  # step L-1 is always terminal
+        targets = batch["rewards"] + gamma * (1.0 - batch["terminated"]) * next_q_tot
+    td_error = q_tot - targets
+    filled = batch["filled"]
+    stats = {"td_error_abs": masked_mean(td_error.abs(), filled), "q_taken_mean": masked_mean(q_tot, filled),
+             "target_mean": masked_mean(targets, filled)}
+    return masked_mean(td_error**2, filled), stats
+
+
+# TRY NOT TO MODIFY: greedy evaluation and checkpoint files
+@torch.no_grad()
+def greedy_evaluation(actor, envs, episodes, args, device):
+    """Greedy actions until every eval env has finished ceil(episodes / num_envs) episodes."""
+    quota = math.ceil(episodes / envs.num_envs)
+    raw, counts = envs.reset(), np.zeros(envs.num_envs, dtype=int)
+    h = torch.zeros(envs.num_envs * envs.num_agents, args.hidden_dim, device=device)
+    last = torch.full((envs.num_envs, envs.num_agents), -1, dtype=torch.long)
+    starts, returns, ep_ret, wins = torch.ones(1, envs.num_envs * envs.num_agents, device=device), [], np.zeros(envs.num_envs), []
+    while counts.min() < quota:
+        actor_x, _, avail, _ = agent_inputs(raw, last, envs.num_actions)
+        logits, h = actor(actor_x.reshape(1, -1, actor_x.shape[-1]).to(device), h, starts)
+        actions = masked_logits(logits.reshape(avail.shape), avail.to(device)).argmax(-1).cpu()
+        envs.step_async(actions.numpy())
+        raw, reward, done, won = envs.step_wait()
+        ep_ret += reward
+        for e in np.flatnonzero(done):
+            if counts[e] < quota:
+                returns.append(ep_ret[e]), wins.append(float(won[e]))
+            counts[e] += 1
+            ep_ret[e] = 0.0
+        last = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
+        starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
+    return float(np.mean(wins)), float(np.mean(returns))
+
+
+def save_checkpoint(path, **state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    # ALGO LOGIC: setup (the PPO scripts' setup with QMIX's networks, targets, optimiser and replay buffer)
+    args = parse_args()
+    try:
+        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+    except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
+        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}")
+    run_name = checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    envs = make_envs(args, args.num_envs, args.seed)
+    eval_envs = make_envs(args, args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs), args.seed + 10_000)
+    n, A = envs.num_agents, envs.num_actions
+    check_algo_args(args, n)
+    if args.reward_scale is None:  # SMAX returns reach 2, SMAC's (reward_scale_rate) 20 (detail 8)
+        args.reward_scale = 10.0 if args.env_backend == "smax" else 1.0
+    actor_dim = envs.obs_dim + n + A
+    agent = RNNAgent(actor_dim, A, args.hidden_dim).to(device)
+    mixer = QMixer(n, envs.state_dim, args.mixing_embed_dim, args.hypernet_dim).to(device)
+    import copy  # the only import the PPO scripts lack: target networks start as copies
+
+    target_agent, target_mixer = copy.deepcopy(agent), copy.deepcopy(mixer)
+    params = [*agent.parameters(), *mixer.parameters()]
+    if args.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
+    else:
+        optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
+    fields = dict(actor_x=((n, actor_dim), torch.float16), state=((envs.state_dim,), torch.float16),
+                  avail=((n, A), torch.bool), actions=((n,), torch.long), rewards=((), torch.float32))
+    max_len = envs.episode_limit + 1  # SMAX ends a time-out one step late (it tests the step count before counting)
+    buffer = EpisodeReplayBuffer(args.buffer_size, max_len, fields)
+    print(f"replay buffer: {args.buffer_size} episodes x {max_len} steps, {buffer.nbytes() / 1e9:.2f} GB")
+    global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
+    episodes, rollouts_trained, last_target_update, gradient_steps = 0, 0, 0, 0
+    if checkpoint:
+        for module, key in ((agent, "agent"), (mixer, "mixer"), (target_agent, "target_agent"),
+                            (target_mixer, "target_mixer"), (optimizer, "optimizer")):
+            module.load_state_dict(checkpoint[key])
+        random.setstate(checkpoint["python_rng"]), np.random.set_state(checkpoint["numpy_rng"]), torch.set_rng_state(checkpoint["torch_rng"])
+        global_step, start_iteration, next_eval = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["next_eval"]
+        sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
+        episodes, last_target_update = checkpoint["episodes"], checkpoint["last_target_update"]
+        gradient_steps = checkpoint["gradient_steps"]
+        rollouts_trained = episodes // args.num_envs
+        print(f"resumed {run_name} from {args.resume} at global_step={global_step}")
+        if checkpoint.get("buffer") is not None:
+            buffer.load_state_dict(checkpoint["buffer"])
+            print(f"replay buffer restored: {buffer.size} episodes")
+        else:
+            print(f"the checkpoint holds no replay buffer (--save-buffer): it refills from new episodes, and training "
+                  f"waits for {args.batch_episodes} of them")
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=re.sub(r"[^\w-]", "-", run_name)[-64:], resume="allow", save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    T, E = args.num_steps, args.num_envs
+    current = {k: torch.zeros(E, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
+    ep_len, env_ids = torch.zeros(E, dtype=torch.long), torch.arange(E)
+    raw = envs.reset()
+    last_actions = torch.full((E, n), -1, dtype=torch.long)
+    h = torch.zeros(E * n, args.hidden_dim, device=device)
+    starts = torch.ones(E)
+    ep_return, recent_returns, recent_wins = np.zeros(E), [], []
+    eval_win_rate, eval_return = float("nan"), float("nan")
+    start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
+
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        # ALGO LOGIC: rollout (ε-greedy; every finished episode enters the replay buffer)
+        t0 = time.time()
+        agent.eval()
+        torch.set_num_threads(1)  # the env steps on the other core, as in the PPO scripts
+        for step in range(T):
+            epsilon = epsilon_at(global_step, args)
+            actor_x, _, avail, _ = agent_inputs(raw, last_actions, A)
+            with torch.no_grad():
+                s = starts.to(device).repeat_interleave(n).unsqueeze(0)
+                q, h = agent(actor_x.view(1, E * n, -1).to(device), h, s)
+                actions = epsilon_greedy(q.view(E, n, A), avail.to(device), epsilon).cpu()
+            envs.step_async(actions.numpy())
+            step_data = dict(actor_x=actor_x, state=torch.as_tensor(raw["state"]), avail=avail, actions=actions)
+            for k, v in step_data.items():
+                current[k][env_ids, ep_len] = v.to(current[k].dtype)
+            raw, reward, done, won = envs.step_wait()
+            global_step += E
+            current["rewards"][env_ids, ep_len] = torch.as_tensor(reward) * args.reward_scale
+            ep_len += 1
+            ep_return += reward
+            for e in np.flatnonzero(done):
+                buffer.add({k: v[e] for k, v in current.items()}, int(ep_len[e]))
+                episodes += 1
+                recent_returns.append(ep_return[e]), recent_wins.append(float(won[e]))
+                ep_return[e], ep_len[e] = 0.0, 0
+            done_t = torch.as_tensor(done)
+            last_actions, starts = torch.where(done_t.unsqueeze(-1), -1, actions), done_t.float()
+        sampling_time = time.time() - t0
+        torch.set_num_threads(torch_threads)
+
+        # ALGO LOGIC: double-Q updates of agent and mixer (per `num_envs` finished episodes), target copies
+        t0 = time.time()
+        agent.train()
+        rollouts = episodes // E - rollouts_trained
+        rollouts_trained += rollouts
+        num_updates = rollouts * args.train_steps_per_rollout if buffer.size >= args.batch_episodes else 0
+        stats = defaultdict(list)
+        for _ in range(num_updates):
+            batch = {k: v.to(device) for k, v in buffer.sample(args.batch_episodes).items()}
+            loss, info = qmix_loss(batch, agent, mixer, target_agent, target_mixer, args.gamma, args.hidden_dim)
+            optimizer.zero_grad()
+            loss.backward()
+            info["grad_norm"] = nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+            gradient_steps += 1
+            if episodes - last_target_update >= args.target_update_interval:
+                target_agent.load_state_dict(agent.state_dict())
+                target_mixer.load_state_dict(mixer.state_dict())
+                last_target_update = episodes
+            for k, v in {**info, "td_loss": loss}.items():
+                stats[k].append(v.item())
+        updating_time = time.time() - t0
+
+        # ALGO LOGIC: logging, evaluation and checkpoints (the PPO scripts' with QMIX's losses and state)
+        sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        for k, v in stats.items():
+            writer.add_scalar(f"losses/{k}", float(np.mean(v)), global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("charts/epsilon", epsilon, global_step)
+        writer.add_scalar("qmix/gradient_steps", gradient_steps, global_step)
+        writer.add_scalar("qmix/buffer_episodes", buffer.size, global_step)
+        writer.add_scalar("time/sampling_s", sampling_time, global_step)
+        writer.add_scalar("time/updating_s", updating_time, global_step)
+        if recent_returns:
+            writer.add_scalar("charts/episodic_return", float(np.mean(recent_returns)), global_step)
+            writer.add_scalar("charts/win_rate", float(np.mean(recent_wins)), global_step)
+        train_win = float(np.mean(recent_wins)) if recent_wins else float("nan")
+        recent_returns, recent_wins = [], []
+        if global_step >= next_eval or iteration == args.num_iterations:
+            agent.eval()
+            eval_win_rate, eval_return = greedy_evaluation(agent, eval_envs, args.eval_episodes, args, device)
+            writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
+            writer.add_scalar("eval/episodic_return", eval_return, global_step)
+            next_eval = global_step + args.eval_interval
+            if args.save_model:
+                save_checkpoint(
+                    os.path.join(run_dir, "checkpoint.pt"), run_name=run_name, args=vars(args), global_step=global_step,
+                    iteration=iteration, next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total,
+                    episodes=episodes, last_target_update=last_target_update, gradient_steps=gradient_steps,
+                    agent=agent.state_dict(), mixer=mixer.state_dict(), target_agent=target_agent.state_dict(),
+                    target_mixer=target_mixer.state_dict(), optimizer=optimizer.state_dict(),
+                    buffer=buffer.state_dict() if args.save_buffer else None,
+                    python_rng=random.getstate(), numpy_rng=np.random.get_state(), torch_rng=torch.get_rng_state(),
+                )
+        print(f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
+              f"eval_win {eval_win_rate:.3f} eps {epsilon:.3f} grad_steps {gradient_steps} "
+              f"(sample {sampling_time:.2f}s, update {updating_time:.2f}s)", flush=True)
+
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step,
+                       wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total,
+                       final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args)), f, indent=1)
+    envs.close(), eval_envs.close()
+    writer.close()
