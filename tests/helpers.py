@@ -32,13 +32,18 @@ def run_script(name, *args, cwd, timeout=600, env=None, check=True):
     return proc
 
 
-def _parent(pid):
+def parent_pid(pid):
     """The parent pid of a live process, None once it has exited (zombies count as exited)."""
     try:
         state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None if state in "ZX" else int(ppid)
+
+
+def is_running(pid):
+    """True while the process lives (an exited, unreaped zombie is not running)."""
+    return parent_pid(pid) is not None
 
 
 def assert_workers_die_with_trainer(name, *args, cwd, num_workers, timeout):
@@ -51,15 +56,15 @@ def assert_workers_die_with_trainer(name, *args, cwd, num_workers, timeout):
         while len(workers) < num_workers:
             assert proc.poll() is None and time.time() < deadline, f"{name}.py did not start {num_workers} workers"
             time.sleep(0.5)
-            workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p.name) == proc.pid]
+            workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and parent_pid(p.name) == proc.pid]
         time.sleep(3.0)  # the trainer is stepping them now
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.time() + timeout
-    while any(_parent(pid) is not None for pid in workers) and time.time() < deadline:
+    while any(is_running(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.2)
-    alive = [pid for pid in workers if _parent(pid) is not None]
+    alive = [pid for pid in workers if is_running(pid)]
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"{len(alive)} of {len(workers)} workers outlived the killed trainer by {timeout} s"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, load_script, only_run_dir, read_scalars, run_script
+from helpers import ROOT, is_running, load_script, only_run_dir, read_scalars, run_script
 
 SCRIPTS = [s for s in ("mappo_smac", "coppo_smac", "happo_smac", "a2po_smac") if (ROOT / f"{s}.py").exists()]
 
@@ -285,13 +285,6 @@ def test_sc2_protocol_modules_load_in_a_worker_after_the_trainer_loaded_tensorbo
     assert read_scalars(tmp_path)["charts/SPS"] == [(0, 1.0)]
 
 
-def running(pid):
-    try:  # the state field of /proc/pid/stat; Z: exited, not yet reaped
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("end", ["kill -9", "exception"])
 def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
     code = TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path),
@@ -305,13 +298,13 @@ def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
             trainer.send_signal(signal.SIGKILL)
         trainer.wait(timeout=60)
         deadline = time.time() + 15
-        while any(map(running, pids)) and time.time() < deadline:
+        while any(map(is_running, pids)) and time.time() < deadline:
             time.sleep(0.2)
-        assert not any(map(running, pids)), f"workers outlived the trainer ({end})"
+        assert not any(map(is_running, pids)), f"workers outlived the trainer ({end})"
         closed = sorted(int(p.suffix[1:]) for p in tmp_path.glob("closed.*"))
         assert closed == sorted(pids), "every worker closes its game before it exits"
     finally:
-        for pid in filter(running, pids):
+        for pid in filter(is_running, pids):
             os.kill(pid, signal.SIGKILL)
 
 
