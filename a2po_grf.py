@@ -44,6 +44,7 @@ Implementation details
     process, env), evaluation games env_seed(seed, 0, env): runs with consecutive --seed, resumed runs and the
     evaluation never share a game stream.
 """
+
 import json
 import multiprocessing as mp
 import os
@@ -52,7 +53,6 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as connection_wait
-from typing import Optional
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class Args:
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "cooperative-trust-region"
     """the wandb's project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
     capture_video: bool = False
     """write gfootball's videos of the evaluation games of the first eval env to runs/<run>/videos"""
@@ -126,7 +126,7 @@ class Args:
     """games per evaluation (0: no evaluation)"""
     save_model: bool = False
     """write runs/<run>/checkpoint.pt at every evaluation and at the end"""
-    resume: Optional[str] = None
+    resume: str | None = None
     """path to a checkpoint.pt to continue from"""
 
     batch_size: int = 0
@@ -152,10 +152,26 @@ SCENARIOS = {
 }
 # Official A2PO GRF settings (REFERENCE.md); applied only to the flags not given on the command line.
 PRESETS = {
-    "academy": dict(total_timesteps=10_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.2,
-                    ent_coef=0.01, gamma=0.99, gae_lambda=0.95, update_epochs=10),
-    "full_game": dict(total_timesteps=100_000_000, learning_rate=5e-4, critic_learning_rate=5e-4, clip_coef=0.25,
-                      ent_coef=0.001, gamma=0.995, gae_lambda=0.95, update_epochs=10),
+    "academy": dict(
+        total_timesteps=10_000_000,
+        learning_rate=5e-4,
+        critic_learning_rate=5e-4,
+        clip_coef=0.2,
+        ent_coef=0.01,
+        gamma=0.99,
+        gae_lambda=0.95,
+        update_epochs=10,
+    ),
+    "full_game": dict(
+        total_timesteps=100_000_000,
+        learning_rate=5e-4,
+        critic_learning_rate=5e-4,
+        clip_coef=0.25,
+        ent_coef=0.001,
+        gamma=0.995,
+        gae_lambda=0.95,
+        update_epochs=10,
+    ),
 }
 
 
@@ -331,7 +347,7 @@ class FootballVecEnv:
             proc.join(timeout=5)
 
 
-def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+def layer_init(layer, std=2**0.5, bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -341,8 +357,12 @@ def mlp(in_dim, hidden_dim, out_dim, out_gain):
     """LayerNorm(input) -> 2 x [Linear -> ReLU -> LayerNorm] -> Linear head (ALGORITHMS.md item 6)."""
     return nn.Sequential(
         nn.LayerNorm(in_dim),
-        layer_init(nn.Linear(in_dim, hidden_dim)), nn.ReLU(), nn.LayerNorm(hidden_dim),
-        layer_init(nn.Linear(hidden_dim, hidden_dim)), nn.ReLU(), nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(in_dim, hidden_dim)),
+        nn.ReLU(),
+        nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(hidden_dim, hidden_dim)),
+        nn.ReLU(),
+        nn.LayerNorm(hidden_dim),
         layer_init(nn.Linear(hidden_dim, out_dim), std=out_gain),
     )
 
@@ -465,7 +485,11 @@ def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, g
     rewards, continues = rewards.expand_as(values), continues.expand_as(values)
     trace = gae_lambda * ratios.clamp(max=1.0)
     advantages = torch.zeros_like(values)
-    next_value, next_adv, next_trace = bootstrap_value, torch.zeros_like(bootstrap_value), torch.ones_like(bootstrap_value)
+    next_value, next_adv, next_trace = (
+        bootstrap_value,
+        torch.zeros_like(bootstrap_value),
+        torch.ones_like(bootstrap_value),
+    )
     for t in reversed(range(values.shape[0])):
         delta = rewards[t] + gamma * continues[t] * next_value - values[t]
         next_adv = delta + gamma * next_trace * continues[t] * next_adv
@@ -539,21 +563,27 @@ def parse_args():
     default_agents, controllable = SCENARIOS[args.env_name]
     args.num_agents = args.num_agents or default_agents
     if not 1 <= args.num_agents <= controllable:
-        raise SystemExit(f"error: {args.env_name} has {controllable} controllable left players, got --num-agents "
-                         f"{args.num_agents}. Use 1..{controllable} (default {default_agents}).")
+        raise SystemExit(
+            f"error: {args.env_name} has {controllable} controllable left players, got --num-agents "
+            f"{args.num_agents}. Use 1..{controllable} (default {default_agents})."
+        )
     if args.rewards not in ("scoring", "scoring,checkpoints"):
         raise SystemExit(f"error: --rewards '{args.rewards}' is not supported. Use 'scoring' or 'scoring,checkpoints'.")
     if not 0 <= args.clip_c <= 1:
-        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-                         "must grow from eps*c to eps along the order.")
+        raise SystemExit(
+            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+            "must grow from eps*c to eps along the order."
+        )
     given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
     for key, value in PRESETS["academy" if args.env_name.startswith("academy") else "full_game"].items():
         if key not in given:
             setattr(args, key, value)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
-        raise SystemExit(f"error: batch size num_envs*num_steps = {args.batch_size} is not divisible by "
-                         f"--num-minibatches {args.num_minibatches}. Pick values that divide.")
+        raise SystemExit(
+            f"error: batch size num_envs*num_steps = {args.batch_size} is not divisible by "
+            f"--num-minibatches {args.num_minibatches}. Pick values that divide."
+        )
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
@@ -561,7 +591,9 @@ def parse_args():
     try:
         import gfootball.env  # noqa: F401
     except ImportError as exc:
-        raise SystemExit(f"error: gfootball is not importable ({exc}). Run `bash install_gfootball.sh` first.")
+        raise SystemExit(
+            f"error: gfootball is not importable ({exc}). Run `bash install_gfootball.sh` first."
+        ) from None
     return args
 
 
@@ -573,7 +605,9 @@ if __name__ == "__main__":
         ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run.")
+        raise SystemExit(
+            f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run."
+        ) from None
     run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"{args.runs_dir}/{run_name}"
     os.makedirs(run_dir, exist_ok=True)
@@ -616,11 +650,22 @@ if __name__ == "__main__":
         wall_before, last_eval = ckpt["wall_time_s"], ckpt["last_eval"]
 
     def save_checkpoint(iteration):
-        state = dict(nets=nets.state_dict(), optimizers=[o.state_dict() for o in actor_opts + critic_opts],
-                     generators=[g.get_state() for g in generators], torch_rng=torch.get_rng_state(),
-                     numpy_rng=np.random.get_state(), python_rng=random.getstate(), global_step=global_step,
-                     iteration=iteration, run_name=run_name, sampling_s=sampling_total, updating_s=updating_total,
-                     wall_time_s=wall_before + time.time() - start_time, last_eval=last_eval, args=vars(args))
+        state = dict(
+            nets=nets.state_dict(),
+            optimizers=[o.state_dict() for o in actor_opts + critic_opts],
+            generators=[g.get_state() for g in generators],
+            torch_rng=torch.get_rng_state(),
+            numpy_rng=np.random.get_state(),
+            python_rng=random.getstate(),
+            global_step=global_step,
+            iteration=iteration,
+            run_name=run_name,
+            sampling_s=sampling_total,
+            updating_s=updating_total,
+            wall_time_s=wall_before + time.time() - start_time,
+            last_eval=last_eval,
+            args=vars(args),
+        )
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
@@ -628,10 +673,19 @@ if __name__ == "__main__":
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, monitor_gym=True, save_code=True)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            monitor_gym=True,
+            save_code=True,
+        )
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
 
     def denormalize(values):
         """Critic outputs (..., n) -> returns scale, each agent with its own ValueNorm."""
@@ -704,8 +758,9 @@ if __name__ == "__main__":
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
         for k in range(n):
             with torch.no_grad():
-                adv_all, adv_norm = turn_advantages(rewards_buf, values_denorm, bootstrap, continues_buf, log_rho,
-                                                    args.gamma, args.gae_lambda)
+                adv_all, adv_norm = turn_advantages(
+                    rewards_buf, values_denorm, bootstrap, continues_buf, log_rho, args.gamma, args.gae_lambda
+                )
                 rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
                 if k > 0:
                     trace_means.append(rho.clamp(max=1.0).mean().item())
@@ -723,15 +778,16 @@ if __name__ == "__main__":
             def critic_step(mb):
                 value_norms[i].update(b_returns[mb])
                 new_values = critics[i](b_critic_in[mb]).squeeze(-1)
-                loss = value_loss_fn(new_values, b_values[mb], value_norms[i].normalize(b_returns[mb]),
-                                     args.clip_coef, args.huber_delta)
+                loss = value_loss_fn(
+                    new_values, b_values[mb], value_norms[i].normalize(b_returns[mb]), args.clip_coef, args.huber_delta
+                )
                 critic_opts[i].zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(critics[i].parameters(), args.max_grad_norm)
                 critic_opts[i].step()
                 return loss.item()
 
-            for epoch in range(args.update_epochs):
+            for _ in range(args.update_epochs):
                 for stage in ("critic", "actor+critic"):
                     for mb in torch.randperm(args.batch_size, device=device).split(args.minibatch_size):
                         value_loss = critic_step(mb)
@@ -778,24 +834,35 @@ if __name__ == "__main__":
         writer.add_scalar("time/updating_s", updating_time, global_step)
 
         last_iteration = iteration == args.num_iterations
-        if eval_envs is not None and (global_step // args.eval_interval > (global_step - E * T) // args.eval_interval
-                                      or last_iteration):
+        if eval_envs is not None and (
+            global_step // args.eval_interval > (global_step - E * T) // args.eval_interval or last_iteration
+        ):
             last_eval = evaluate(actors, eval_envs, args.eval_episodes, eye, device)
             log_metrics("eval", last_eval, global_step)
             if args.save_model:
                 save_checkpoint(iteration)
         recent_games = (recent_games + train_games)[-100:]
         train = aggregate_games(recent_games) if recent_games else {}
-        print(f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} "
-              f"return {train.get('episodic_return', float('nan')):.3f} win {train.get('win_rate', float('nan')):.2f} "
-              f"eval_win {last_eval.get('win_rate', float('nan')):.2f} order {order}", flush=True)
+        print(
+            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} "
+            f"return {train.get('episodic_return', float('nan')):.3f} win {train.get('win_rate', float('nan')):.2f} "
+            f"eval_win {last_eval.get('win_rate', float('nan')):.2f} order {order}",
+            flush=True,
+        )
 
     if args.save_model:
         save_checkpoint(args.num_iterations)
-    summary = dict(task=args.env_name, algo="a2po", seed=args.seed, global_step=global_step,
-                   wall_time_s=wall_before + time.time() - start_time, sampling_s=sampling_total,
-                   updating_s=updating_total,
-                   final_eval={k: (None if np.isnan(v) else v) for k, v in last_eval.items()}, args=vars(args))
+    summary = dict(
+        task=args.env_name,
+        algo="a2po",
+        seed=args.seed,
+        global_step=global_step,
+        wall_time_s=wall_before + time.time() - start_time,
+        sampling_s=sampling_total,
+        updating_s=updating_total,
+        final_eval={k: (None if np.isnan(v) else v) for k, v in last_eval.items()},
+        args=vars(args),
+    )
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     envs.close()

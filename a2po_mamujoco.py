@@ -49,6 +49,7 @@ Implementation details:
 11. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
     with shadows, reflections and skybox off (about 10x faster in software GL), saved as mp4 by imageio.
 """
+
 import json
 import multiprocessing as mp
 import os
@@ -57,7 +58,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import mujoco
 import numpy as np
@@ -84,7 +84,7 @@ class Args:
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "cooperative-trust-region"
     """the wandb's project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
     capture_video: bool = False
     """record the first episode of every evaluation as an mp4 in the run folder's videos/"""
@@ -135,7 +135,7 @@ class Args:
     """episodes per evaluation (deterministic mean actions)"""
     save_model: bool = False
     """save checkpoint.pt in the run folder at every evaluation and at the end"""
-    resume: Optional[str] = None
+    resume: str | None = None
     """path to a checkpoint.pt to resume from"""
 
     batch_size: int = 0
@@ -148,14 +148,24 @@ class Args:
 
 # Per-task presets (official A2PO MA-MuJoCo settings), applied only to flags not given on the command line.
 TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
-BUILTIN_CONFS = {"Ant": ["2x4", "4x2"], "HalfCheetah": ["2x3", "6x1"], "Walker2d": ["2x3"], "Hopper": ["3x1"],
-                 "Humanoid": ["9|8"], "HumanoidStandup": ["9|8"], "Swimmer": ["2x1"]}
+BUILTIN_CONFS = {
+    "Ant": ["2x4", "4x2"],
+    "HalfCheetah": ["2x3", "6x1"],
+    "Walker2d": ["2x3"],
+    "Hopper": ["3x1"],
+    "Humanoid": ["9|8"],
+    "HumanoidStandup": ["9|8"],
+    "Swimmer": ["2x1"],
+}
 # Partitions gymnasium-robotics does not ship: joint labels per agent ("per_joint": one agent per joint).
 CUSTOM_PARTITIONS = {
     ("Ant", "8x1"): "per_joint",
     ("HalfCheetah", "3x2"): [("bfoot", "bshin"), ("bthigh", "ffoot"), ("fshin", "fthigh")],
-    ("Walker2d", "3x2"): [("foot_joint", "leg_joint"), ("thigh_joint", "foot_left_joint"),
-                          ("leg_left_joint", "thigh_left_joint")],
+    ("Walker2d", "3x2"): [
+        ("foot_joint", "leg_joint"),
+        ("thigh_joint", "foot_left_joint"),
+        ("leg_left_joint", "thigh_left_joint"),
+    ],
     ("Walker2d", "6x1"): "per_joint",
     ("Humanoid", "17x1"): "per_joint",
     ("HumanoidStandup", "17x1"): "per_joint",
@@ -181,8 +191,10 @@ def check_task(scenario, agent_conf):
     if scenario not in BUILTIN_CONFS:
         raise SystemExit(f"error: unknown MA-MuJoCo scenario '{scenario}'. Valid tasks: {tasks}.")
     if agent_conf not in valid_confs(scenario):
-        raise SystemExit(f"error: {scenario} has no partition '{agent_conf}'. "
-                         f"Valid partitions of {scenario}: {', '.join(sorted(valid_confs(scenario)))}.")
+        raise SystemExit(
+            f"error: {scenario} has no partition '{agent_conf}'. "
+            f"Valid partitions of {scenario}: {', '.join(sorted(valid_confs(scenario)))}."
+        )
 
 
 def make_env(scenario, agent_conf, agent_obsk, render_mode=None, **kwargs):
@@ -193,10 +205,19 @@ def make_env(scenario, agent_conf, agent_obsk, render_mode=None, **kwargs):
         joints = {node.label: node for node in parts[0]}
         groups = CUSTOM_PARTITIONS[(scenario, agent_conf)]
         groups = [(label,) for label in joints] if groups == "per_joint" else groups
-        factorization = {"partition": [tuple(joints[label] for label in g) for g in groups],
-                         "edges": edges, "globals": global_nodes}
-    return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, agent_factorization=factorization,
-                                    render_mode=render_mode, **kwargs)
+        factorization = {
+            "partition": [tuple(joints[label] for label in g) for g in groups],
+            "edges": edges,
+            "globals": global_nodes,
+        }
+    return mamujoco_v1.parallel_env(
+        scenario,
+        agent_conf,
+        agent_obsk=agent_obsk,
+        agent_factorization=factorization,
+        render_mode=render_mode,
+        **kwargs,
+    )
 
 
 def flat_obs(env, obs):
@@ -232,8 +253,17 @@ def env_worker(remote, env_kwargs, seed):
                 final_state = env.state().astype(np.float32) if (trunc and not term) else None
                 episode, ep_return, ep_length = (ep_return, ep_length), 0.0, 0
                 obs, _ = env.reset()
-            remote.send((flat_obs(env, obs), env.state().astype(np.float32), reward, term, trunc and not term,
-                         final_state, episode))
+            remote.send(
+                (
+                    flat_obs(env, obs),
+                    env.state().astype(np.float32),
+                    reward,
+                    term,
+                    trunc and not term,
+                    final_state,
+                    episode,
+                )
+            )
         elif cmd == "reset":
             remote.send((flat_obs(env, obs), env.state().astype(np.float32)))
         elif cmd == "close":
@@ -265,8 +295,15 @@ class SubprocVecEnv:
         for remote, action in zip(self.remotes, actions):
             remote.send(("step", action))
         obs, states, rewards, terms, truncs, final_states, episodes = zip(*[remote.recv() for remote in self.remotes])
-        return (np.stack(obs), np.stack(states), np.array(rewards, dtype=np.float32), np.array(terms),
-                np.array(truncs), final_states, episodes)
+        return (
+            np.stack(obs),
+            np.stack(states),
+            np.array(rewards, dtype=np.float32),
+            np.array(terms),
+            np.array(truncs),
+            final_states,
+            episodes,
+        )
 
     def close(self):
         for remote in self.remotes:
@@ -308,8 +345,12 @@ def mlp_body(in_dim, hidden_dim):
     """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks (ALGORITHMS.md item 6)."""
     return nn.Sequential(
         nn.LayerNorm(in_dim),
-        layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)), nn.ReLU(), nn.LayerNorm(hidden_dim),
-        layer_init(nn.Linear(hidden_dim, hidden_dim), np.sqrt(2)), nn.ReLU(), nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)),
+        nn.ReLU(),
+        nn.LayerNorm(hidden_dim),
+        layer_init(nn.Linear(hidden_dim, hidden_dim), np.sqrt(2)),
+        nn.ReLU(),
+        nn.LayerNorm(hidden_dim),
     )
 
 
@@ -335,7 +376,11 @@ class RolloutActors:
     """
 
     def __init__(self, actors, obs_slices, act_slices, obs_width, device):
-        n, d_max, a_max = len(actors), max(s.stop - s.start for s in obs_slices), max(s.stop - s.start for s in act_slices)
+        n, d_max, a_max = (
+            len(actors),
+            max(s.stop - s.start for s in obs_slices),
+            max(s.stop - s.start for s in act_slices),
+        )
         self.gather = torch.full((n, d_max), obs_width, dtype=torch.long)  # index obs_width = an appended zero
         self.act_index = torch.cat([torch.arange(s.stop - s.start) + i * a_max for i, s in enumerate(act_slices)])
         pad = lambda x, size: torch.cat([x, x.new_zeros(size - x.shape[0], *x.shape[1:])])  # noqa: E731
@@ -355,7 +400,9 @@ class RolloutActors:
         self.std = self.p["log_std"].exp().reshape(-1)[self.act_index.to(device)]
         for k in ("w0", "b0", "b1", "g1", "c1", "b2", "g2", "c2", "b3"):  # (n, 1, dim): broadcast over envs
             self.p[k] = self.p[k].unsqueeze(1)
-        self.p["width"] = torch.tensor([s.stop - s.start for s in obs_slices], dtype=torch.float32, device=device)[:, None, None]
+        self.p["width"] = torch.tensor([s.stop - s.start for s in obs_slices], dtype=torch.float32, device=device)[
+            :, None, None
+        ]
         self.gather, self.act_index = self.gather.to(device), self.act_index.to(device)
         self.mask = (self.gather < obs_width).unsqueeze(1)
         self.eps = actors[0].mean[0][0].eps
@@ -438,8 +485,10 @@ def pick_gl_backend():
         env = dict(os.environ, MUJOCO_GL=backend)
         if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
             return backend
-    raise SystemExit("error: --capture-video found no offscreen OpenGL (tried MUJOCO_GL=egl and osmesa). "
-                     "Install one: apt-get install -y libegl1 libegl-mesa0 (or libosmesa6).")
+    raise SystemExit(
+        "error: --capture-video found no offscreen OpenGL (tried MUJOCO_GL=egl and osmesa). "
+        "Install one: apt-get install -y libegl1 libegl-mesa0 (or libosmesa6)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +569,11 @@ def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, g
     rewards, continues = rewards.expand_as(values), continues.expand_as(values)
     trace = gae_lambda * ratios.clamp(max=1.0)
     advantages = torch.zeros_like(values)
-    next_value, next_adv, next_trace = bootstrap_value, torch.zeros_like(bootstrap_value), torch.ones_like(bootstrap_value)
+    next_value, next_adv, next_trace = (
+        bootstrap_value,
+        torch.zeros_like(bootstrap_value),
+        torch.ones_like(bootstrap_value),
+    )
     for t in reversed(range(values.shape[0])):
         delta = rewards[t] + gamma * continues[t] * next_value - values[t]
         next_adv = delta + gamma * next_trace * continues[t] * next_adv
@@ -565,35 +618,47 @@ if __name__ == "__main__":
     check_task(args.scenario, args.agent_conf)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
-        raise SystemExit(f"error: batch_size {args.batch_size} (num_envs * num_steps) is not divisible by "
-                         f"num_minibatches {args.num_minibatches}. Pick num_minibatches dividing it.")
+        raise SystemExit(
+            f"error: batch_size {args.batch_size} (num_envs * num_steps) is not divisible by "
+            f"num_minibatches {args.num_minibatches}. Pick num_minibatches dividing it."
+        )
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
-        raise SystemExit(f"error: total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
-                         "Raise --total-timesteps or lower --num-envs/--num-steps.")
+        raise SystemExit(
+            f"error: total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
+            "Raise --total-timesteps or lower --num-envs/--num-steps."
+        )
     if args.agent_obsk < 0:
         raise SystemExit("error: --agent-obsk must be >= 0.")
     if not 0 <= args.clip_c <= 1:
-        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-                         "must grow from eps*c to eps along the order.")
+        raise SystemExit(
+            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+            "must grow from eps*c to eps along the order."
+        )
     if args.capture_video:
         try:
             import imageio.v2 as imageio
             import imageio_ffmpeg  # noqa: F401  (the mp4 writer imageio needs)
         except ImportError:
-            raise SystemExit("error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg")
+            raise SystemExit(
+                "error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg"
+            ) from None
         os.environ["MUJOCO_GL"] = pick_gl_backend()
     task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run.")
+        raise SystemExit(
+            f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run."
+        ) from None
     if checkpoint is not None:
         if (checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]) != (args.scenario, args.agent_conf):
-            raise SystemExit(f"error: the checkpoint is for {checkpoint['args']['scenario']} "
-                             f"{checkpoint['args']['agent_conf']}. Pass the same --scenario and --agent-conf.")
+            raise SystemExit(
+                f"error: the checkpoint is for {checkpoint['args']['scenario']} "
+                f"{checkpoint['args']['agent_conf']}. Pass the same --scenario and --agent-conf."
+            )
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -609,8 +674,11 @@ if __name__ == "__main__":
     # actor + critic step on 4000 samples 25x slower (535 ms vs 21 ms measured).
     torch.set_num_threads(1)
     env_kwargs = dict(scenario=args.scenario, agent_conf=args.agent_conf, agent_obsk=args.agent_obsk)
-    eval_env = make_env(**env_kwargs, render_mode="rgb_array" if args.capture_video else None,
-                        **({"width": 320, "height": 240} if args.capture_video else {}))
+    eval_env = make_env(
+        **env_kwargs,
+        render_mode="rgb_array" if args.capture_video else None,
+        **({"width": 320, "height": 240} if args.capture_video else {}),
+    )
     agents = eval_env.possible_agents
     n = len(agents)
     obs_dims = [eval_env.observation_spaces[a].shape[0] for a in agents]
@@ -627,10 +695,19 @@ if __name__ == "__main__":
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            monitor_gym=True,
+            save_code=True,
+        )
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
 
     # ALGO LOGIC: one actor, one critic, one ValueNorm and two optimisers per agent
     actors = [Actor(obs_dims[i], act_dims[i], args.hidden_dim).to(device) for i in range(n)]
@@ -638,12 +715,20 @@ if __name__ == "__main__":
     value_norms = [ValueNorm().to(device) for _ in range(n)]
     actor_optims = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
-    obs_rms, state_rms = RunningMeanStd(obs_offsets[-1], args.obs_norm_clip), RunningMeanStd(state_dim, args.obs_norm_clip)
+    obs_rms, state_rms = (
+        RunningMeanStd(obs_offsets[-1], args.obs_norm_clip),
+        RunningMeanStd(state_dim, args.obs_norm_clip),
+    )
     order_gen = torch.Generator().manual_seed(args.seed)
     global_step, totals = 0, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
     if checkpoint is not None:
-        for modules, key in ((actors, "actors"), (critics, "critics"), (value_norms, "value_norms"),
-                             (actor_optims, "actor_optims"), (critic_optims, "critic_optims")):
+        for modules, key in (
+            (actors, "actors"),
+            (critics, "critics"),
+            (value_norms, "value_norms"),
+            (actor_optims, "actor_optims"),
+            (critic_optims, "critic_optims"),
+        ):
             for module, state in zip(modules, checkpoint[key]):
                 module.load_state_dict(state)
         obs_rms.load_state_dict(checkpoint["obs_rms"])
@@ -657,13 +742,24 @@ if __name__ == "__main__":
 
     def save_checkpoint(iteration):
         state = {
-            "actors": [a.state_dict() for a in actors], "critics": [c.state_dict() for c in critics],
+            "actors": [a.state_dict() for a in actors],
+            "critics": [c.state_dict() for c in critics],
             "value_norms": [v.state_dict() for v in value_norms],
-            "actor_optims": [o.state_dict() for o in actor_optims], "critic_optims": [o.state_dict() for o in critic_optims],
-            "obs_rms": obs_rms.state_dict(), "state_rms": state_rms.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "order": order_gen.get_state()},
-            "global_step": global_step, "iteration": iteration, "run_name": run_name, "totals": totals, "args": vars(args),
+            "actor_optims": [o.state_dict() for o in actor_optims],
+            "critic_optims": [o.state_dict() for o in critic_optims],
+            "obs_rms": obs_rms.state_dict(),
+            "state_rms": state_rms.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "order": order_gen.get_state(),
+            },
+            "global_step": global_step,
+            "iteration": iteration,
+            "run_name": run_name,
+            "totals": totals,
+            "args": vars(args),
         }
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
@@ -688,7 +784,11 @@ if __name__ == "__main__":
     obs_buf = torch.zeros((T, E, obs_offsets[-1]), device=device)
     state_buf = torch.zeros((T + 1, E, state_dim), device=device)
     action_buf = torch.zeros((T, E, act_offsets[-1]), device=device)
-    reward_buf, term_buf, trunc_buf = torch.zeros((T, E)), torch.zeros((T, E), dtype=torch.bool), torch.zeros((T, E), dtype=torch.bool)
+    reward_buf, term_buf, trunc_buf = (
+        torch.zeros((T, E)),
+        torch.zeros((T, E), dtype=torch.bool),
+        torch.zeros((T, E), dtype=torch.bool),
+    )
     next_obs_raw, next_state_raw = envs.reset()
     obs_rms.update(next_obs_raw)
     state_rms.update(next_state_raw)
@@ -707,8 +807,13 @@ if __name__ == "__main__":
                 action = mean + policy.std * torch.randn_like(mean)
             action_buf[step] = action
             next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = envs.step(
-                np.clip(action.cpu().numpy(), low, high))
-            reward_buf[step], term_buf[step], trunc_buf[step] = torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc)
+                np.clip(action.cpu().numpy(), low, high)
+            )
+            reward_buf[step], term_buf[step], trunc_buf[step] = (
+                torch.from_numpy(reward),
+                torch.from_numpy(term),
+                torch.from_numpy(trunc),
+            )
             final_states += [(step, e, state_rms.normalize(f)) for e, f in enumerate(finals) if f is not None]
             obs_rms.update(next_obs_raw)
             state_rms.update(next_state_raw)
@@ -722,8 +827,13 @@ if __name__ == "__main__":
         # ALGO LOGIC: behaviour log-probs and values in one batch (nets are fixed during the rollout)
         with torch.no_grad():
             b_obs, b_actions = obs_buf.reshape(B, -1), action_buf.reshape(B, -1)
-            logprobs = torch.stack([actors[i].dist(b_obs[:, obs_slices[i]]).log_prob(b_actions[:, act_slices[i]]).sum(-1)
-                                    for i in range(n)], -1)  # (B, n)
+            logprobs = torch.stack(
+                [
+                    actors[i].dist(b_obs[:, obs_slices[i]]).log_prob(b_actions[:, act_slices[i]]).sum(-1)
+                    for i in range(n)
+                ],
+                -1,
+            )  # (B, n)
             values_norm = torch.stack([critics[i](critic_input(state_buf, i, n)) for i in range(n)], -1)  # (T+1, E, n)
             values_bar = torch.stack([value_norms[i].denormalize(values_norm[..., i]) for i in range(n)], -1)
             final_values = torch.zeros((T, E, n), device=device)
@@ -731,9 +841,11 @@ if __name__ == "__main__":
                 idx_t, idx_e = [f[0] for f in final_states], [f[1] for f in final_states]
                 finals = torch.from_numpy(np.stack([f[2] for f in final_states])).to(device)
                 final_values[idx_t, idx_e] = torch.stack(
-                    [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1)
-            rewards, continues = bootstrap_truncation(reward_buf.to(device), term_buf.to(device),
-                                                      trunc_buf.to(device), final_values, args.gamma)
+                    [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1
+                )
+            rewards, continues = bootstrap_truncation(
+                reward_buf.to(device), term_buf.to(device), trunc_buf.to(device), final_values, args.gamma
+            )
             continues = continues.unsqueeze(-1)  # rewards are per agent, so continues broadcast over agents
             gae = compute_gae(rewards, values_bar[:T], values_bar[T], continues, args.gamma, args.gae_lambda)
         sampling_time = time.time() - iter_start
@@ -745,8 +857,9 @@ if __name__ == "__main__":
         b_states = state_buf[:T].reshape(B, -1)
         for k in range(n):
             with torch.no_grad():
-                preopc, preopc_norm = turn_advantages(rewards, values_bar[:T], values_bar[T], continues, log_rho,
-                                                      args.gamma, args.gae_lambda)
+                preopc, preopc_norm = turn_advantages(
+                    rewards, values_bar[:T], values_bar[T], continues, log_rho, args.gamma, args.gae_lambda
+                )
                 rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
             agent = semi_greedy_pick(k, preopc.abs().mean((0, 1)), remaining, order_gen)
             order.append(agent)
@@ -761,7 +874,7 @@ if __name__ == "__main__":
             old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
             crit_in = critic_input(b_states, agent, n)
             g = rho.clamp(1 - eps / 2, 1 + eps / 2)  # g_i = clip(prod_{j in e} r_j, 1 +- eps_i/2)
-            for epoch in range(args.update_epochs):
+            for _ in range(args.update_epochs):
                 perm = torch.randperm(B, device=device)
                 for stage in ("critic", "actor_critic"):  # two-stage: critic-only pass, then actor + critic
                     for start in range(0, B, args.minibatch_size):
@@ -779,8 +892,13 @@ if __name__ == "__main__":
                             nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
                             actor_optims[agent].step()
                         value_norm.update(returns[mb])
-                        v_loss = value_loss_fn(critic(crit_in[mb]), old_values[mb], value_norm.normalize(returns[mb]),
-                                               args.clip_coef, args.huber_delta)
+                        v_loss = value_loss_fn(
+                            critic(crit_in[mb]),
+                            old_values[mb],
+                            value_norm.normalize(returns[mb]),
+                            args.clip_coef,
+                            args.huber_delta,
+                        )
                         critic_optims[agent].zero_grad()
                         v_loss.backward()
                         nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
@@ -788,15 +906,22 @@ if __name__ == "__main__":
             with torch.no_grad():
                 new_logratio = actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob
                 returns_var = returns.var()
-                stats.append({
-                    "policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
-                    "approx_kl": ((ratio - 1) - logratio).mean().item(),
-                    "clipfrac": ((l_i - 1.0).abs() > eps).float().mean().item(),
-                    "explained_variance": (1 - (returns - values_bar[:T, :, agent].reshape(B)).var() / returns_var).item()
-                    if returns_var > 0 else float("nan"),
-                    "trace_ratio_mean": rho.clamp(max=1.0).mean().item(),
-                    "preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean().item(),
-                })
+                stats.append(
+                    {
+                        "policy_loss": pg_loss.item(),
+                        "value_loss": v_loss.item(),
+                        "entropy": entropy.item(),
+                        "approx_kl": ((ratio - 1) - logratio).mean().item(),
+                        "clipfrac": ((l_i - 1.0).abs() > eps).float().mean().item(),
+                        "explained_variance": (
+                            1 - (returns - values_bar[:T, :, agent].reshape(B)).var() / returns_var
+                        ).item()
+                        if returns_var > 0
+                        else float("nan"),
+                        "trace_ratio_mean": rho.clamp(max=1.0).mean().item(),
+                        "preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean().item(),
+                    }
+                )
                 log_rho = log_rho + new_logratio.reshape(T, E)
         updating_time = time.time() - update_start
 
@@ -820,13 +945,23 @@ if __name__ == "__main__":
             if args.save_model:
                 save_checkpoint(iteration)
         train_return = f"{np.mean(episode_returns):.1f}" if episode_returns else "n/a"
-        print(f"iteration={iteration}/{args.num_iterations} global_step={global_step} SPS={sps} "
-              f"return={train_return} eval_return={last_eval:.1f} order={order} "
-              f"sampling={sampling_time:.2f}s updating={updating_time:.2f}s", flush=True)
+        print(
+            f"iteration={iteration}/{args.num_iterations} global_step={global_step} SPS={sps} "
+            f"return={train_return} eval_return={last_eval:.1f} order={order} "
+            f"sampling={sampling_time:.2f}s updating={updating_time:.2f}s",
+            flush=True,
+        )
 
     totals["wall_time_s"] = time.time() - start_time
-    summary = {"task": task, "algo": "a2po", "seed": args.seed, "global_step": global_step, **totals,
-               "final_eval": {"episodic_return": last_eval}, "args": vars(args)}
+    summary = {
+        "task": task,
+        "algo": "a2po",
+        "seed": args.seed,
+        "global_step": global_step,
+        **totals,
+        "final_eval": {"episodic_return": last_eval},
+        "args": vars(args),
+    }
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     envs.close()

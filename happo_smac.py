@@ -21,6 +21,7 @@ Implementation details
    base's baseline table, the same as MAPPO's and CoPPO's (its lambda, clip, blocks and RNN; epochs 5 on 3s5z, 10 on
    3s_vs_5z, 5 on 6h_vs_8z, 10 on MMM).
 """
+
 # TRY NOT TO MODIFY: imports
 import json
 import math
@@ -34,7 +35,7 @@ import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
     # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
@@ -45,7 +46,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions.categorical import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -64,13 +64,13 @@ class Args:
     """if toggled, mirror the TensorBoard logs to Weights and Biases"""
     wandb_project_name: str = "cooperative-trust-region"
     """the wandb project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
     runs_dir: str = "runs"
     """folder that holds one sub-folder per run"""
     save_model: bool = False
     """if toggled, write a resumable checkpoint at every evaluation and at the end"""
-    resume: Optional[str] = None
+    resume: str | None = None
     """path to a checkpoint.pt to continue from (pass the same flags as the original run)"""
 
     map_name: str = "3s5z"
@@ -128,7 +128,7 @@ class Args:
     """rollout + update iterations"""
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's baseline table, shared by MAPPO, CoPPO and HAPPO), applied only to flags the user did not give
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
 MAP_PRESETS = {
     "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
     "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
@@ -157,28 +157,67 @@ def surrogate_loss(logratio, advantages, mask, clip_coef):
     """M_i = sg(prod_{j != i} r_j) (unclipped);  L_i = -E_mask[M_i * min(r_i A, clip(r_i, 1 +- eps) A)]."""
     ratio = logratio.exp()
     factor = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
-    loss = -masked_mean(factor * torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
-    return loss, {"clipfrac": masked_mean(((ratio - 1).abs() > clip_coef).float(), mask), "happo/factor_mean": masked_mean(factor, mask)}
+    loss = -masked_mean(
+        factor * torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask
+    )
+    return loss, {
+        "clipfrac": masked_mean(((ratio - 1).abs() > clip_coef).float(), mask),
+        "happo/factor_mean": masked_mean(factor, mask),
+    }
 
 
 # TRY NOT TO MODIFY: argument handling
 BACKEND_PRESETS = {"sc2": dict(num_envs=8, num_steps=400)}
 SMAX_EPISODE_LIMITS = {
-    "3m": 60, "8m": 120, "25m": 150, "2s3z": 120, "3s5z": 150, "5m_vs_6m": 70, "8m_vs_9m": 120,
-    "10m_vs_11m": 150, "27m_vs_30m": 180, "3s5z_vs_3s6z": 170, "3s_vs_5z": 250, "6h_vs_8z": 150,
-    "smacv2_5_units": 100, "smacv2_10_units": 100, "smacv2_20_units": 100,
+    "3m": 60,
+    "8m": 120,
+    "25m": 150,
+    "2s3z": 120,
+    "3s5z": 150,
+    "5m_vs_6m": 70,
+    "8m_vs_9m": 120,
+    "10m_vs_11m": 150,
+    "27m_vs_30m": 180,
+    "3s5z_vs_3s6z": 170,
+    "3s_vs_5z": 250,
+    "6h_vs_8z": 150,
+    "smacv2_5_units": 100,
+    "smacv2_10_units": 100,
+    "smacv2_20_units": 100,
 }
 SC2_CLASSIC_MAPS = [
-    "3m", "8m", "25m", "2s3z", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m", "MMM", "MMM2",
-    "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
-    "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
+    "3m",
+    "8m",
+    "25m",
+    "2s3z",
+    "3s5z",
+    "5m_vs_6m",
+    "8m_vs_9m",
+    "10m_vs_11m",
+    "27m_vs_30m",
+    "MMM",
+    "MMM2",
+    "3s5z_vs_3s6z",
+    "3s_vs_3z",
+    "3s_vs_4z",
+    "3s_vs_5z",
+    "1c3s5z",
+    "2m_vs_1z",
+    "corridor",
+    "6h_vs_8z",
+    "2s_vs_1sc",
+    "so_many_baneling",
+    "bane_vs_bane",
+    "2c_vs_64zg",
 ]
 SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team), as smacv2's sc2_gen_{race}.yaml
     "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], []),
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
     "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
 }
-SMACV2_MAPS = [f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]]
+SMACV2_MAPS = [
+    f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]
+]
 SC2_INSTALL = (
     "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
     "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
@@ -267,11 +306,15 @@ class SMAXVecEnv:
         def reset_one(key):
             _, state = env.reset(key)
             policy = state.enemy_policy_state
-            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32)))
+            return state.replace(
+                enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32))
+            )
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
-            _, next_state, rewards, dones, _ = env.step_env(step_key, state, {a: actions[i] for i, a in enumerate(agents)})
+            _, next_state, rewards, dones, _ = env.step_env(
+                step_key, state, {a: actions[i] for i, a in enumerate(agents)}
+            )
             done = dones["__all__"]
             alive = next_state.state.unit_alive
             won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
@@ -322,20 +365,35 @@ def make_sc2_env(map_name, seed):
     race, allies, _, enemies = map_name.split("_")
     units, weights, exceptions = SMACV2_UNITS[race]
     config = {
-        "n_units": int(allies), "n_enemies": int(enemies),
-        "team_gen": {"dist_type": "weighted_teams", "unit_types": units, "weights": weights,
-                     "exception_unit_types": exceptions, "observe": True},
+        "n_units": int(allies),
+        "n_enemies": int(enemies),
+        "team_gen": {
+            "dist_type": "weighted_teams",
+            "unit_types": units,
+            "weights": weights,
+            "exception_unit_types": exceptions,
+            "observe": True,
+        },
         "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "map_x": 32, "map_y": 32},
     }
-    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed,
-                                         use_unit_ranges=True, obs_own_pos=True)
+    return StarCraftCapabilityEnvWrapper(
+        capability_config=config, map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True
+    )
 
 
 def sc2_observe(env, reward=0.0, done=False, won=False):
     avail = np.asarray(env.get_avail_actions(), dtype=bool)
     # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(ok=True, obs=np.asarray(env.get_obs(), dtype=np.float32), avail=avail, alive=~avail[:, 0],
-                state=np.asarray(env.get_state(), dtype=np.float32), reward=reward, done=done, won=won)
+    return dict(
+        ok=True,
+        obs=np.asarray(env.get_obs(), dtype=np.float32),
+        avail=avail,
+        alive=~avail[:, 0],
+        state=np.asarray(env.get_state(), dtype=np.float32),
+        reward=reward,
+        done=done,
+        won=won,
+    )
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
@@ -387,7 +445,11 @@ class SC2VecEnv:
         self.ctx = mp.get_context("fork")
         self.workers = [None] * num_envs
         info = [self._start(i) for i in range(num_envs)][0]
-        self.num_agents, self.num_actions, self.episode_limit = info["n_agents"], info["n_actions"], info["episode_limit"]
+        self.num_agents, self.num_actions, self.episode_limit = (
+            info["n_agents"],
+            info["n_actions"],
+            info["episode_limit"],
+        )
         self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
 
     def _start(self, i):
@@ -457,7 +519,7 @@ def make_envs(args, num_envs, seed):
     try:
         import smacv2.env  # noqa: F401
     except ImportError as e:
-        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.")
+        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.") from None
     if not os.path.isdir(os.environ.get("SC2PATH", os.path.expanduser("~/StarCraftII"))):
         raise SystemExit(f"error: StarCraft II not found (SC2PATH is unset or wrong). {SC2_INSTALL}.")
     return SC2VecEnv(args.map_name, num_envs, seed)
@@ -476,7 +538,7 @@ def agent_inputs(raw, last_actions, num_actions):
 
 
 # TRY NOT TO MODIFY: networks
-def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+def layer_init(layer, std=2**0.5, bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -488,8 +550,13 @@ class RecurrentMLP(nn.Module):
     def __init__(self, in_dim, out_dim, hidden, recurrent, head_std):
         super().__init__()
         self.base = nn.Sequential(
-            nn.LayerNorm(in_dim), layer_init(nn.Linear(in_dim, hidden)), nn.ReLU(), nn.LayerNorm(hidden),
-            layer_init(nn.Linear(hidden, hidden)), nn.ReLU(), nn.LayerNorm(hidden),
+            nn.LayerNorm(in_dim),
+            layer_init(nn.Linear(in_dim, hidden)),
+            nn.ReLU(),
+            nn.LayerNorm(hidden),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.ReLU(),
+            nn.LayerNorm(hidden),
         )
         self.gru = nn.GRUCell(hidden, hidden) if recurrent else None
         if recurrent:
@@ -608,7 +675,7 @@ def evaluate_sequences(actor, critic, mb):
     starts = mb["starts"].unsqueeze(-1).expand(L, B, n).reshape(L, B * n)
     logits, _ = actor(mb["actor_x"].reshape(L, B * n, -1), mb["h_actor"].reshape(B * n, -1), starts)
     values, _ = critic(mb["critic_x"].reshape(L, B * n, -1), mb["h_critic"].reshape(B * n, -1), starts)
-    dist = Categorical(logits=masked_logits(logits.reshape(L, B, n, -1), mb["avail"]))
+    dist = torch.distributions.Categorical(logits=masked_logits(logits.reshape(L, B, n, -1), mb["avail"]))
     return dist.log_prob(mb["actions"]), dist.entropy(), values.reshape(L, B, n)
 
 
@@ -620,7 +687,12 @@ def greedy_evaluation(actor, envs, episodes, args, device):
     raw, counts = envs.reset(), np.zeros(envs.num_envs, dtype=int)
     h = torch.zeros(envs.num_envs * envs.num_agents, args.hidden_dim, device=device)
     last = torch.full((envs.num_envs, envs.num_agents), -1, dtype=torch.long)
-    starts, returns, ep_ret, wins = torch.ones(1, envs.num_envs * envs.num_agents, device=device), [], np.zeros(envs.num_envs), []
+    starts, returns, ep_ret, wins = (
+        torch.ones(1, envs.num_envs * envs.num_agents, device=device),
+        [],
+        np.zeros(envs.num_envs),
+        [],
+    )
     while counts.min() < quota:
         actor_x, _, avail, _ = agent_inputs(raw, last, envs.num_actions)
         logits, h = actor(actor_x.reshape(1, -1, actor_x.shape[-1]).to(device), h, starts)
@@ -634,7 +706,9 @@ def greedy_evaluation(actor, envs, episodes, args, device):
             counts[e] += 1
             ep_ret[e] = 0.0
         last = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
-        starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
+        starts = (
+            torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
+        )
     return float(np.mean(wins)), float(np.mean(returns))
 
 
@@ -650,8 +724,10 @@ if __name__ == "__main__":
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
-        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}")
-    run_name = checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
+    run_name = (
+        checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    )
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -659,7 +735,11 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     envs = make_envs(args, args.num_envs, args.seed)
-    eval_envs = make_envs(args, args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs), args.seed + 10_000)
+    eval_envs = make_envs(
+        args,
+        args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs),
+        args.seed + 10_000,
+    )
     n, A = envs.num_agents, envs.num_actions
     check_algo_args(args, n)
     actor_dim, critic_dim = envs.obs_dim + n + A, envs.state_dim + envs.obs_dim + n
@@ -670,29 +750,59 @@ if __name__ == "__main__":
     value_norm = ValueNorm().to(device)
     global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
     if checkpoint:
-        for module, key in ((actor, "actor"), (critic, "critic"), (actor_optimizer, "actor_optimizer"),
-                            (critic_optimizer, "critic_optimizer"), (value_norm, "value_norm")):
+        for module, key in (
+            (actor, "actor"),
+            (critic, "critic"),
+            (actor_optimizer, "actor_optimizer"),
+            (critic_optimizer, "critic_optimizer"),
+            (value_norm, "value_norm"),
+        ):
             module.load_state_dict(checkpoint[key])
-        random.setstate(checkpoint["python_rng"]), np.random.set_state(checkpoint["numpy_rng"]), torch.set_rng_state(checkpoint["torch_rng"])
-        global_step, start_iteration, next_eval = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["next_eval"]
+        (
+            random.setstate(checkpoint["python_rng"]),
+            np.random.set_state(checkpoint["numpy_rng"]),
+            torch.set_rng_state(checkpoint["torch_rng"]),
+        )
+        global_step, start_iteration, next_eval = (
+            checkpoint["global_step"],
+            checkpoint["iteration"] + 1,
+            checkpoint["next_eval"],
+        )
         sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
         print(f"resumed {run_name} from {args.resume} at global_step={global_step}")
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, id=re.sub(r"[^\w-]", "-", run_name)[-64:], resume="allow", save_code=True)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            id=re.sub(r"[^\w-]", "-", run_name)[-64:],
+            resume="allow",
+            save_code=True,
+        )
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
 
     T, E, L = args.num_steps, args.num_envs, args.data_chunk_length
     zeros = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
     buf = dict(
-        actor_x=zeros(T, E, n, actor_dim), critic_x=zeros(T, E, n, critic_dim),
-        avail=zeros(T, E, n, A, dtype=torch.bool), actions=zeros(T, E, n, dtype=torch.long),
-        logprobs=zeros(T, E, n), values=zeros(T, E, n), alive=zeros(T, E, n),
-        h_actor=zeros(T, E, n, args.hidden_dim), h_critic=zeros(T, E, n, args.hidden_dim),
-        starts=zeros(T, E), rewards=zeros(T, E), continues=zeros(T, E),
+        actor_x=zeros(T, E, n, actor_dim),
+        critic_x=zeros(T, E, n, critic_dim),
+        avail=zeros(T, E, n, A, dtype=torch.bool),
+        actions=zeros(T, E, n, dtype=torch.long),
+        logprobs=zeros(T, E, n),
+        values=zeros(T, E, n),
+        alive=zeros(T, E, n),
+        h_actor=zeros(T, E, n, args.hidden_dim),
+        h_critic=zeros(T, E, n, args.hidden_dim),
+        starts=zeros(T, E),
+        rewards=zeros(T, E),
+        continues=zeros(T, E),
     )
     raw = envs.reset()
     last_actions = torch.full((E, n), -1, dtype=torch.long)
@@ -714,11 +824,16 @@ if __name__ == "__main__":
             with torch.no_grad():
                 s = starts.to(device).repeat_interleave(n).unsqueeze(0)
                 logits, h_actor = actor(actor_x.view(1, E * n, -1).to(device), h_actor, s)
-                dist = Categorical(logits=masked_logits(logits.view(E, n, A), avail.to(device)))
+                dist = torch.distributions.Categorical(logits=masked_logits(logits.view(E, n, A), avail.to(device)))
                 actions = dist.sample()
                 envs.step_async(actions.cpu().numpy())  # the env steps while the critic runs
                 value, h_critic = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)
-            buf["actor_x"][step], buf["critic_x"][step], buf["avail"][step], buf["alive"][step] = actor_x, critic_x, avail, alive
+            buf["actor_x"][step], buf["critic_x"][step], buf["avail"][step], buf["alive"][step] = (
+                actor_x,
+                critic_x,
+                avail,
+                alive,
+            )
             buf["actions"][step], buf["logprobs"][step] = actions, dist.log_prob(actions)
             buf["values"][step], buf["starts"][step] = value.view(E, n), starts
             raw, reward, done, won = envs.step_wait()
@@ -741,7 +856,14 @@ if __name__ == "__main__":
         t0 = time.time()
         actor.train(), critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        advantages = compute_gae(buf["rewards"], values_denorm, value_norm.denormalize(next_value), buf["continues"], args.gamma, args.gae_lambda)
+        advantages = compute_gae(
+            buf["rewards"],
+            values_denorm,
+            value_norm.denormalize(next_value),
+            buf["continues"],
+            args.gamma,
+            args.gae_lambda,
+        )
         returns = advantages + values_denorm
         norm_adv = normalize_advantages(advantages, buf["alive"])
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
@@ -749,7 +871,7 @@ if __name__ == "__main__":
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
-        for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
+        for _ in range(math.ceil(args.update_epochs / args.num_blocks)):
             blocks = torch.tensor_split(torch.randperm(n), args.num_blocks)
             for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
                 in_stage = torch.zeros(n, device=device)
@@ -757,14 +879,18 @@ if __name__ == "__main__":
                 perm = torch.randperm(num_sequences)
                 for start in range(0, num_sequences, args.minibatch_size):
                     idx = perm[start : start + args.minibatch_size]
-                    mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
+                    mb = {
+                        k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()
+                    }
                     new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
                     logratio = new_logprob - mb["logprobs"]
                     alive = mb["alive"] * in_stage
                     pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef)
                     entropy_loss = masked_mean(entropy, alive)
                     value_norm.update(mb["returns"])
-                    v_loss = value_loss_fn(new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta)
+                    v_loss = value_loss_fn(
+                        new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
+                    )
                     actor_optimizer.zero_grad(), critic_optimizer.zero_grad()
                     (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
                     nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
@@ -802,18 +928,44 @@ if __name__ == "__main__":
             next_eval = global_step + args.eval_interval
             if args.save_model:
                 save_checkpoint(
-                    os.path.join(run_dir, "checkpoint.pt"), run_name=run_name, args=vars(args), global_step=global_step,
-                    iteration=iteration, next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total,
-                    actor=actor.state_dict(), critic=critic.state_dict(), actor_optimizer=actor_optimizer.state_dict(),
-                    critic_optimizer=critic_optimizer.state_dict(), value_norm=value_norm.state_dict(),
-                    python_rng=random.getstate(), numpy_rng=np.random.get_state(), torch_rng=torch.get_rng_state(),
+                    os.path.join(run_dir, "checkpoint.pt"),
+                    run_name=run_name,
+                    args=vars(args),
+                    global_step=global_step,
+                    iteration=iteration,
+                    next_eval=next_eval,
+                    sampling_s=sampling_total,
+                    updating_s=updating_total,
+                    actor=actor.state_dict(),
+                    critic=critic.state_dict(),
+                    actor_optimizer=actor_optimizer.state_dict(),
+                    critic_optimizer=critic_optimizer.state_dict(),
+                    value_norm=value_norm.state_dict(),
+                    python_rng=random.getstate(),
+                    numpy_rng=np.random.get_state(),
+                    torch_rng=torch.get_rng_state(),
                 )
-        print(f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
-              f"eval_win {eval_win_rate:.3f} (sample {sampling_time:.2f}s, update {updating_time:.2f}s)", flush=True)
+        print(
+            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
+            f"eval_win {eval_win_rate:.3f} (sample {sampling_time:.2f}s, update {updating_time:.2f}s)",
+            flush=True,
+        )
 
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step,
-                       wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total,
-                       final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args)), f, indent=1)
+        json.dump(
+            dict(
+                task=args.map_name,
+                algo=args.exp_name,
+                seed=args.seed,
+                global_step=global_step,
+                wall_time_s=sampling_total + updating_total,
+                sampling_s=sampling_total,
+                updating_s=updating_total,
+                final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return),
+                args=vars(args),
+            ),
+            f,
+            indent=1,
+        )
     envs.close(), eval_envs.close()
     writer.close()

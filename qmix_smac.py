@@ -49,6 +49,7 @@ Implementation details (pymarl's `qmix.yaml` / `qmix_beta.yaml`, `q_learner.py`,
    only with `--save-buffer`; they are written atomically. A resumed run starts fresh episodes and, without a
    saved buffer, collects `batch_episodes` episodes before training again.
 """
+
 # TRY NOT TO MODIFY: imports
 import json
 import math
@@ -62,7 +63,7 @@ import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
     # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
@@ -73,7 +74,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions.categorical import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -92,13 +92,13 @@ class Args:
     """if toggled, mirror the TensorBoard logs to Weights and Biases"""
     wandb_project_name: str = "cooperative-trust-region"
     """the wandb project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
     runs_dir: str = "runs"
     """folder that holds one sub-folder per run"""
     save_model: bool = False
     """if toggled, write a resumable checkpoint at every evaluation and at the end"""
-    resume: Optional[str] = None
+    resume: str | None = None
     """path to a checkpoint.pt to continue from (pass the same flags as the original run)"""
     save_buffer: bool = False
     """with --save-model: checkpoints hold the replay buffer too (size: start-up line; 3m 0.2 GB, 3s5z 3.1 GB)"""
@@ -142,7 +142,7 @@ class Args:
     """ε after the anneal"""
     epsilon_anneal_steps: int = 50_000
     """env steps over which ε falls linearly"""
-    reward_scale: Optional[float] = None
+    reward_scale: float | None = None
     """factor on the reward the learner sees (default: 10 on SMAX, 1 on sc2; returns then reach 20 on both)"""
     mixing_embed_dim: int = 32
     """width of the mixing network"""
@@ -165,13 +165,25 @@ MAP_PRESETS = {}
 
 
 def check_algo_args(args, num_agents):
-    if min(args.buffer_size, args.batch_episodes, args.train_steps_per_rollout, args.target_update_interval,
-           args.epsilon_anneal_steps) < 1:
-        raise SystemExit("error: --buffer-size, --batch-episodes, --train-steps-per-rollout, --target-update-interval "
-                         "and --epsilon-anneal-steps must be positive.")
+    if (
+        min(
+            args.buffer_size,
+            args.batch_episodes,
+            args.train_steps_per_rollout,
+            args.target_update_interval,
+            args.epsilon_anneal_steps,
+        )
+        < 1
+    ):
+        raise SystemExit(
+            "error: --buffer-size, --batch-episodes, --train-steps-per-rollout, --target-update-interval "
+            "and --epsilon-anneal-steps must be positive."
+        )
     if args.batch_episodes > args.buffer_size:
-        raise SystemExit(f"error: --batch-episodes {args.batch_episodes} is larger than --buffer-size "
-                         f"{args.buffer_size}; a batch is drawn from the buffer without replacement.")
+        raise SystemExit(
+            f"error: --batch-episodes {args.batch_episodes} is larger than --buffer-size "
+            f"{args.buffer_size}; a batch is drawn from the buffer without replacement."
+        )
     if args.save_buffer and not args.save_model:
         raise SystemExit("error: --save-buffer only adds the buffer to the checkpoints of --save-model; pass both.")
 
@@ -179,21 +191,55 @@ def check_algo_args(args, num_agents):
 # TRY NOT TO MODIFY: argument handling
 BACKEND_PRESETS = {"sc2": dict(num_envs=8, num_steps=400)}
 SMAX_EPISODE_LIMITS = {
-    "3m": 60, "8m": 120, "25m": 150, "2s3z": 120, "3s5z": 150, "5m_vs_6m": 70, "8m_vs_9m": 120,
-    "10m_vs_11m": 150, "27m_vs_30m": 180, "3s5z_vs_3s6z": 170, "3s_vs_5z": 250, "6h_vs_8z": 150,
-    "smacv2_5_units": 100, "smacv2_10_units": 100, "smacv2_20_units": 100,
+    "3m": 60,
+    "8m": 120,
+    "25m": 150,
+    "2s3z": 120,
+    "3s5z": 150,
+    "5m_vs_6m": 70,
+    "8m_vs_9m": 120,
+    "10m_vs_11m": 150,
+    "27m_vs_30m": 180,
+    "3s5z_vs_3s6z": 170,
+    "3s_vs_5z": 250,
+    "6h_vs_8z": 150,
+    "smacv2_5_units": 100,
+    "smacv2_10_units": 100,
+    "smacv2_20_units": 100,
 }
 SC2_CLASSIC_MAPS = [
-    "3m", "8m", "25m", "2s3z", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m", "MMM", "MMM2",
-    "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
-    "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
+    "3m",
+    "8m",
+    "25m",
+    "2s3z",
+    "3s5z",
+    "5m_vs_6m",
+    "8m_vs_9m",
+    "10m_vs_11m",
+    "27m_vs_30m",
+    "MMM",
+    "MMM2",
+    "3s5z_vs_3s6z",
+    "3s_vs_3z",
+    "3s_vs_4z",
+    "3s_vs_5z",
+    "1c3s5z",
+    "2m_vs_1z",
+    "corridor",
+    "6h_vs_8z",
+    "2s_vs_1sc",
+    "so_many_baneling",
+    "bane_vs_bane",
+    "2c_vs_64zg",
 ]
 SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team), as smacv2's sc2_gen_{race}.yaml
     "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], []),
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
     "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
 }
-SMACV2_MAPS = [f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]]
+SMACV2_MAPS = [
+    f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]
+]
 SC2_INSTALL = (
     "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
     "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
@@ -282,11 +328,15 @@ class SMAXVecEnv:
         def reset_one(key):
             _, state = env.reset(key)
             policy = state.enemy_policy_state
-            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32)))
+            return state.replace(
+                enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32))
+            )
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
-            _, next_state, rewards, dones, _ = env.step_env(step_key, state, {a: actions[i] for i, a in enumerate(agents)})
+            _, next_state, rewards, dones, _ = env.step_env(
+                step_key, state, {a: actions[i] for i, a in enumerate(agents)}
+            )
             done = dones["__all__"]
             alive = next_state.state.unit_alive
             won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
@@ -337,20 +387,35 @@ def make_sc2_env(map_name, seed):
     race, allies, _, enemies = map_name.split("_")
     units, weights, exceptions = SMACV2_UNITS[race]
     config = {
-        "n_units": int(allies), "n_enemies": int(enemies),
-        "team_gen": {"dist_type": "weighted_teams", "unit_types": units, "weights": weights,
-                     "exception_unit_types": exceptions, "observe": True},
+        "n_units": int(allies),
+        "n_enemies": int(enemies),
+        "team_gen": {
+            "dist_type": "weighted_teams",
+            "unit_types": units,
+            "weights": weights,
+            "exception_unit_types": exceptions,
+            "observe": True,
+        },
         "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "map_x": 32, "map_y": 32},
     }
-    return StarCraftCapabilityEnvWrapper(capability_config=config, map_name=f"10gen_{race}", seed=seed,
-                                         use_unit_ranges=True, obs_own_pos=True)
+    return StarCraftCapabilityEnvWrapper(
+        capability_config=config, map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True
+    )
 
 
 def sc2_observe(env, reward=0.0, done=False, won=False):
     avail = np.asarray(env.get_avail_actions(), dtype=bool)
     # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(ok=True, obs=np.asarray(env.get_obs(), dtype=np.float32), avail=avail, alive=~avail[:, 0],
-                state=np.asarray(env.get_state(), dtype=np.float32), reward=reward, done=done, won=won)
+    return dict(
+        ok=True,
+        obs=np.asarray(env.get_obs(), dtype=np.float32),
+        avail=avail,
+        alive=~avail[:, 0],
+        state=np.asarray(env.get_state(), dtype=np.float32),
+        reward=reward,
+        done=done,
+        won=won,
+    )
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
@@ -402,7 +467,11 @@ class SC2VecEnv:
         self.ctx = mp.get_context("fork")
         self.workers = [None] * num_envs
         info = [self._start(i) for i in range(num_envs)][0]
-        self.num_agents, self.num_actions, self.episode_limit = info["n_agents"], info["n_actions"], info["episode_limit"]
+        self.num_agents, self.num_actions, self.episode_limit = (
+            info["n_agents"],
+            info["n_actions"],
+            info["episode_limit"],
+        )
         self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
 
     def _start(self, i):
@@ -472,7 +541,7 @@ def make_envs(args, num_envs, seed):
     try:
         import smacv2.env  # noqa: F401
     except ImportError as e:
-        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.")
+        raise SystemExit(f"error: --env-backend sc2 needs smacv2 and its dependencies ({e}). {SC2_INSTALL}.") from None
     if not os.path.isdir(os.environ.get("SC2PATH", os.path.expanduser("~/StarCraftII"))):
         raise SystemExit(f"error: StarCraft II not found (SC2PATH is unset or wrong). {SC2_INSTALL}.")
     return SC2VecEnv(args.map_name, num_envs, seed)
@@ -496,7 +565,11 @@ class RNNAgent(nn.Module):
 
     def __init__(self, in_dim, num_actions, hidden):
         super().__init__()
-        self.fc1, self.gru, self.fc2 = nn.Linear(in_dim, hidden), nn.GRUCell(hidden, hidden), nn.Linear(hidden, num_actions)
+        self.fc1, self.gru, self.fc2 = (
+            nn.Linear(in_dim, hidden),
+            nn.GRUCell(hidden, hidden),
+            nn.Linear(hidden, num_actions),
+        )
 
     def forward(self, x, h, starts):
         """x (L, B, d), h (B, H) hidden before step 0, starts (L, B) 1 where an episode begins -> Q (L, B, A), h."""
@@ -523,8 +596,9 @@ class QMixer(nn.Module):
     def __init__(self, num_agents, state_dim, embed_dim, hypernet_dim):
         super().__init__()
         self.num_agents, self.embed_dim = num_agents, embed_dim
-        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hypernet_dim), nn.ReLU(),
-                                      nn.Linear(hypernet_dim, embed_dim * num_agents))
+        self.hyper_w1 = nn.Sequential(
+            nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim * num_agents)
+        )
         self.hyper_b1 = nn.Linear(state_dim, embed_dim)
         self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim))
         self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))  # V(s)
@@ -615,8 +689,11 @@ def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim
         targets = batch["rewards"] + gamma * (1.0 - batch["terminated"]) * next_q_tot
     td_error = q_tot - targets
     filled = batch["filled"]
-    stats = {"td_error_abs": masked_mean(td_error.abs(), filled), "q_taken_mean": masked_mean(q_tot, filled),
-             "target_mean": masked_mean(targets, filled)}
+    stats = {
+        "td_error_abs": masked_mean(td_error.abs(), filled),
+        "q_taken_mean": masked_mean(q_tot, filled),
+        "target_mean": masked_mean(targets, filled),
+    }
     return masked_mean(td_error**2, filled), stats
 
 
@@ -628,7 +705,12 @@ def greedy_evaluation(actor, envs, episodes, args, device):
     raw, counts = envs.reset(), np.zeros(envs.num_envs, dtype=int)
     h = torch.zeros(envs.num_envs * envs.num_agents, args.hidden_dim, device=device)
     last = torch.full((envs.num_envs, envs.num_agents), -1, dtype=torch.long)
-    starts, returns, ep_ret, wins = torch.ones(1, envs.num_envs * envs.num_agents, device=device), [], np.zeros(envs.num_envs), []
+    starts, returns, ep_ret, wins = (
+        torch.ones(1, envs.num_envs * envs.num_agents, device=device),
+        [],
+        np.zeros(envs.num_envs),
+        [],
+    )
     while counts.min() < quota:
         actor_x, _, avail, _ = agent_inputs(raw, last, envs.num_actions)
         logits, h = actor(actor_x.reshape(1, -1, actor_x.shape[-1]).to(device), h, starts)
@@ -642,7 +724,9 @@ def greedy_evaluation(actor, envs, episodes, args, device):
             counts[e] += 1
             ep_ret[e] = 0.0
         last = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
-        starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
+        starts = (
+            torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
+        )
     return float(np.mean(wins)), float(np.mean(returns))
 
 
@@ -658,8 +742,10 @@ if __name__ == "__main__":
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
-        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}")
-    run_name = checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
+    run_name = (
+        checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    )
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -667,7 +753,11 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     envs = make_envs(args, args.num_envs, args.seed)
-    eval_envs = make_envs(args, args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs), args.seed + 10_000)
+    eval_envs = make_envs(
+        args,
+        args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs),
+        args.seed + 10_000,
+    )
     n, A = envs.num_agents, envs.num_actions
     check_algo_args(args, n)
     if args.reward_scale is None:  # SMAX returns reach 2, SMAC's (reward_scale_rate) 20 (detail 8)
@@ -683,19 +773,37 @@ if __name__ == "__main__":
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
     else:
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
-    fields = dict(actor_x=((n, actor_dim), torch.float16), state=((envs.state_dim,), torch.float16),
-                  avail=((n, A), torch.bool), actions=((n,), torch.long), rewards=((), torch.float32))
+    fields = dict(
+        actor_x=((n, actor_dim), torch.float16),
+        state=((envs.state_dim,), torch.float16),
+        avail=((n, A), torch.bool),
+        actions=((n,), torch.long),
+        rewards=((), torch.float32),
+    )
     max_len = envs.episode_limit + 1  # SMAX ends a time-out one step late (it tests the step count before counting)
     buffer = EpisodeReplayBuffer(args.buffer_size, max_len, fields)
     print(f"replay buffer: {args.buffer_size} episodes x {max_len} steps, {buffer.nbytes() / 1e9:.2f} GB")
     global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
     episodes, rollouts_trained, last_target_update, gradient_steps = 0, 0, 0, 0
     if checkpoint:
-        for module, key in ((agent, "agent"), (mixer, "mixer"), (target_agent, "target_agent"),
-                            (target_mixer, "target_mixer"), (optimizer, "optimizer")):
+        for module, key in (
+            (agent, "agent"),
+            (mixer, "mixer"),
+            (target_agent, "target_agent"),
+            (target_mixer, "target_mixer"),
+            (optimizer, "optimizer"),
+        ):
             module.load_state_dict(checkpoint[key])
-        random.setstate(checkpoint["python_rng"]), np.random.set_state(checkpoint["numpy_rng"]), torch.set_rng_state(checkpoint["torch_rng"])
-        global_step, start_iteration, next_eval = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["next_eval"]
+        (
+            random.setstate(checkpoint["python_rng"]),
+            np.random.set_state(checkpoint["numpy_rng"]),
+            torch.set_rng_state(checkpoint["torch_rng"]),
+        )
+        global_step, start_iteration, next_eval = (
+            checkpoint["global_step"],
+            checkpoint["iteration"] + 1,
+            checkpoint["next_eval"],
+        )
         sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
         episodes, last_target_update = checkpoint["episodes"], checkpoint["last_target_update"]
         gradient_steps = checkpoint["gradient_steps"]
@@ -705,15 +813,27 @@ if __name__ == "__main__":
             buffer.load_state_dict(checkpoint["buffer"])
             print(f"replay buffer restored: {buffer.size} episodes")
         else:
-            print(f"the checkpoint holds no replay buffer (--save-buffer): it refills from new episodes, and training "
-                  f"waits for {args.batch_episodes} of them")
+            print(
+                f"the checkpoint holds no replay buffer (--save-buffer): it refills from new episodes, and training "
+                f"waits for {args.batch_episodes} of them"
+            )
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, id=re.sub(r"[^\w-]", "-", run_name)[-64:], resume="allow", save_code=True)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            id=re.sub(r"[^\w-]", "-", run_name)[-64:],
+            resume="allow",
+            save_code=True,
+        )
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
 
     T, E = args.num_steps, args.num_envs
     current = {k: torch.zeros(E, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
@@ -731,7 +851,7 @@ if __name__ == "__main__":
         t0 = time.time()
         agent.eval()
         torch.set_num_threads(1)  # the env steps on the other core, as in the PPO scripts
-        for step in range(T):
+        for _ in range(T):
             epsilon = epsilon_at(global_step, args)
             actor_x, _, avail, _ = agent_inputs(raw, last_actions, A)
             with torch.no_grad():
@@ -805,21 +925,49 @@ if __name__ == "__main__":
             next_eval = global_step + args.eval_interval
             if args.save_model:
                 save_checkpoint(
-                    os.path.join(run_dir, "checkpoint.pt"), run_name=run_name, args=vars(args), global_step=global_step,
-                    iteration=iteration, next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total,
-                    episodes=episodes, last_target_update=last_target_update, gradient_steps=gradient_steps,
-                    agent=agent.state_dict(), mixer=mixer.state_dict(), target_agent=target_agent.state_dict(),
-                    target_mixer=target_mixer.state_dict(), optimizer=optimizer.state_dict(),
+                    os.path.join(run_dir, "checkpoint.pt"),
+                    run_name=run_name,
+                    args=vars(args),
+                    global_step=global_step,
+                    iteration=iteration,
+                    next_eval=next_eval,
+                    sampling_s=sampling_total,
+                    updating_s=updating_total,
+                    episodes=episodes,
+                    last_target_update=last_target_update,
+                    gradient_steps=gradient_steps,
+                    agent=agent.state_dict(),
+                    mixer=mixer.state_dict(),
+                    target_agent=target_agent.state_dict(),
+                    target_mixer=target_mixer.state_dict(),
+                    optimizer=optimizer.state_dict(),
                     buffer=buffer.state_dict() if args.save_buffer else None,
-                    python_rng=random.getstate(), numpy_rng=np.random.get_state(), torch_rng=torch.get_rng_state(),
+                    python_rng=random.getstate(),
+                    numpy_rng=np.random.get_state(),
+                    torch_rng=torch.get_rng_state(),
                 )
-        print(f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
-              f"eval_win {eval_win_rate:.3f} eps {epsilon:.3f} grad_steps {gradient_steps} "
-              f"(sample {sampling_time:.2f}s, update {updating_time:.2f}s)", flush=True)
+        print(
+            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
+            f"eval_win {eval_win_rate:.3f} eps {epsilon:.3f} grad_steps {gradient_steps} "
+            f"(sample {sampling_time:.2f}s, update {updating_time:.2f}s)",
+            flush=True,
+        )
 
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step,
-                       wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total,
-                       final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args)), f, indent=1)
+        json.dump(
+            dict(
+                task=args.map_name,
+                algo=args.exp_name,
+                seed=args.seed,
+                global_step=global_step,
+                wall_time_s=sampling_total + updating_total,
+                sampling_s=sampling_total,
+                updating_s=updating_total,
+                final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return),
+                args=vars(args),
+            ),
+            f,
+            indent=1,
+        )
     envs.close(), eval_envs.close()
     writer.close()

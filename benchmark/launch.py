@@ -24,6 +24,7 @@ Implementation details
 5. Each launch appends one JSON line (commit, command, machine, preset, backend) to runs_dir/launches.jsonl;
    report.py names those commits in its header.
 """
+
 import argparse
 import hashlib
 import json
@@ -43,31 +44,78 @@ PPO_SMAC_ALGOS = ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"]
 SMAC_ALGOS = PPO_SMAC_ALGOS + ["qmix_smac"]  # the talk's column order
 # The talk's SMAC maps and budgets (REFERENCE.md): 10M env steps, 5M on MMM, 15M on 6h_vs_8z.
 PAPER_SMAC_MAPS = {
-    "MMM": 5_000_000, "3s_vs_5z": 10_000_000, "2c_vs_64zg": 10_000_000, "3s5z": 10_000_000,
-    "5m_vs_6m": 10_000_000, "8m_vs_9m": 10_000_000, "10m_vs_11m": 10_000_000, "6h_vs_8z": 15_000_000,
-    "3s5z_vs_3s6z": 10_000_000, "MMM2": 10_000_000, "27m_vs_30m": 10_000_000, "corridor": 10_000_000,
+    "MMM": 5_000_000,
+    "3s_vs_5z": 10_000_000,
+    "2c_vs_64zg": 10_000_000,
+    "3s5z": 10_000_000,
+    "5m_vs_6m": 10_000_000,
+    "8m_vs_9m": 10_000_000,
+    "10m_vs_11m": 10_000_000,
+    "6h_vs_8z": 15_000_000,
+    "3s5z_vs_3s6z": 10_000_000,
+    "MMM2": 10_000_000,
+    "27m_vs_30m": 10_000_000,
+    "corridor": 10_000_000,
 }
 # Maps SMAX can model (no medivac, colossus, baneling, terrain): MMM, MMM2, corridor, 2c_vs_64zg are out.
-SMAX_MAPS = {"3m", "8m", "25m", "2s3z", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m",
-             "3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z", "smacv2_5_units", "smacv2_10_units", "smacv2_20_units"}
+SMAX_MAPS = {
+    "3m",
+    "8m",
+    "25m",
+    "2s3z",
+    "3s5z",
+    "5m_vs_6m",
+    "8m_vs_9m",
+    "10m_vs_11m",
+    "27m_vs_30m",
+    "3s5z_vs_3s6z",
+    "3s_vs_5z",
+    "6h_vs_8z",
+    "smacv2_5_units",
+    "smacv2_10_units",
+    "smacv2_20_units",
+}
 # smac-quick: sized to finish in well under two hours on 2 cores (--max-parallel 2 --threads-per-run 1).
 # 5m_vs_6m is left out: no algorithm won there within 1M steps (the talk trains it for 10M).
 QUICK_SMAC_MAPS = {"3m": 200_000, "2s3z": 300_000, "3s5z": 300_000}
 # The 14 MA-MuJoCo tasks of the A2PO code base.
-MAMUJOCO_TASKS = [("Ant", "2x4"), ("Ant", "4x2"), ("Ant", "8x1"), ("HalfCheetah", "2x3"), ("HalfCheetah", "3x2"),
-                  ("HalfCheetah", "6x1"), ("Walker2d", "2x3"), ("Walker2d", "3x2"), ("Walker2d", "6x1"),
-                  ("Hopper", "3x1"), ("Humanoid", "9|8"), ("Humanoid", "17x1"), ("HumanoidStandup", "9|8"),
-                  ("HumanoidStandup", "17x1")]
+MAMUJOCO_TASKS = [
+    ("Ant", "2x4"),
+    ("Ant", "4x2"),
+    ("Ant", "8x1"),
+    ("HalfCheetah", "2x3"),
+    ("HalfCheetah", "3x2"),
+    ("HalfCheetah", "6x1"),
+    ("Walker2d", "2x3"),
+    ("Walker2d", "3x2"),
+    ("Walker2d", "6x1"),
+    ("Hopper", "3x1"),
+    ("Humanoid", "9|8"),
+    ("Humanoid", "17x1"),
+    ("HumanoidStandup", "9|8"),
+    ("HumanoidStandup", "17x1"),
+]
 GRF_QUICK = ["academy_3_vs_1_with_keeper", "academy_pass_and_shoot_with_keeper"]
 GRF_PAPER = ["5_vs_5", "11_vs_11_stochastic"]  # the talk's full-game scenarios (behaviour table: 5_vs_5)
 # speed: identical rollout and epochs for the four PPO algorithms (the training-time table; QMIX has no epochs).
-SPEED_SMAC = ["--num-envs", "32", "--num-steps", "100", "--update-epochs", "5", "--eval-episodes", "4",
-              "--eval-interval", "1000000000"]
+SPEED_SMAC = [
+    "--num-envs",
+    "32",
+    "--num-steps",
+    "100",
+    "--update-epochs",
+    "5",
+    "--eval-episodes",
+    "4",
+    "--eval-interval",
+    "1000000000",
+]
 
 
 @dataclass(frozen=True)
 class Cell:
     """One run of the grid."""
+
     script: str  # file stem in the repository root, e.g. "mappo_smac"
     task: str  # the task part of the run-folder name: SMAC map, "Humanoid-9_8", GRF env name
     task_args: tuple  # flags that pick the task, e.g. ("--map-name", "3m", "--env-backend", "smax")
@@ -82,8 +130,19 @@ class Cell:
         return "-".join(p for p in (self.script, self.tag, budget_label(self.total_timesteps), self.user_hash) if p)
 
     def args(self, runs_dir, resume=None):
-        out = [*self.task_args, "--seed", str(self.seed), "--total-timesteps", str(self.total_timesteps),
-               "--exp-name", self.exp_name, "--runs-dir", str(runs_dir), "--save-model", *self.extra]
+        out = [
+            *self.task_args,
+            "--seed",
+            str(self.seed),
+            "--total-timesteps",
+            str(self.total_timesteps),
+            "--exp-name",
+            self.exp_name,
+            "--runs-dir",
+            str(runs_dir),
+            "--save-model",
+            *self.extra,
+        ]
         return out + (["--resume", str(resume)] if resume else [])
 
 
@@ -96,13 +155,27 @@ def budget_label(n):
 
 
 def smac_cells(maps, backend, seeds, algos=SMAC_ALGOS, extra_fn=lambda budget: ()):
-    return [Cell(a, m, ("--map-name", m, "--env-backend", backend), s, b, tuple(extra_fn(b)), backend)
-            for m, b in maps.items() for a in algos for s in seeds]
+    return [
+        Cell(a, m, ("--map-name", m, "--env-backend", backend), s, b, tuple(extra_fn(b)), backend)
+        for m, b in maps.items()
+        for a in algos
+        for s in seeds
+    ]
 
 
 def mamujoco_cells(tasks, budget, seeds, extra=()):
-    return [Cell("a2po_mamujoco", f"{sc}-{conf}".replace("|", "_"), ("--scenario", sc, "--agent-conf", conf), s,
-                 budget, tuple(extra)) for sc, conf in tasks for s in seeds]
+    return [
+        Cell(
+            "a2po_mamujoco",
+            f"{sc}-{conf}".replace("|", "_"),
+            ("--scenario", sc, "--agent-conf", conf),
+            s,
+            budget,
+            tuple(extra),
+        )
+        for sc, conf in tasks
+        for s in seeds
+    ]
 
 
 def grf_cells(envs, budget, seeds, extra=()):
@@ -111,15 +184,16 @@ def grf_cells(envs, budget, seeds, extra=()):
 
 def preset_cells(name, seeds=None):
     """The grid of a named preset; `seeds` (a list) replaces the preset's seeds."""
+
     def pick(default):
         return list(seeds) if seeds else list(range(1, default + 1))
 
     if name == "smac-quick":
-        return smac_cells(QUICK_SMAC_MAPS, "smax", pick(3),
-                          extra_fn=lambda b: ("--eval-interval", str(b // 20)))
+        return smac_cells(QUICK_SMAC_MAPS, "smax", pick(3), extra_fn=lambda b: ("--eval-interval", str(b // 20)))
     if name == "smac-paper":
-        return (smac_cells(PAPER_SMAC_MAPS, "sc2", pick(5))
-                + smac_cells({m: b for m, b in PAPER_SMAC_MAPS.items() if m in SMAX_MAPS}, "smax", pick(5)))
+        return smac_cells(PAPER_SMAC_MAPS, "sc2", pick(5)) + smac_cells(
+            {m: b for m, b in PAPER_SMAC_MAPS.items() if m in SMAX_MAPS}, "smax", pick(5)
+        )
     if name == "mamujoco-quick":
         return mamujoco_cells(MAMUJOCO_TASKS, 300_000, pick(3), ("--eval-interval", "30000", "--eval-episodes", "2"))
     if name == "mamujoco-paper":
@@ -130,13 +204,20 @@ def preset_cells(name, seeds=None):
         return grf_cells(GRF_PAPER, 100_000_000, pick(5))
     if name == "speed":
         # 10 iterations each (report.py drops the first, which holds JAX compilation and worker start-up).
-        return (smac_cells({"3s5z": 32_000, "27m_vs_30m": 32_000}, "smax", pick(1), PPO_SMAC_ALGOS,
-                           extra_fn=lambda b: SPEED_SMAC)
-                # A2PO only on these two (no other algorithm has a script there): the scripts' own rollout
-                # defaults (4000 and 2048 steps per iteration), 10 iterations, no evaluation to speak of
-                + mamujoco_cells([("Humanoid", "17x1")], 40_000, pick(1),
-                                 ("--update-epochs", "5", "--eval-episodes", "1", "--eval-interval", "1000000000"))
-                + grf_cells(["5_vs_5"], 20_480, pick(1), ("--update-epochs", "5", "--eval-episodes", "0")))
+        return (
+            smac_cells(
+                {"3s5z": 32_000, "27m_vs_30m": 32_000}, "smax", pick(1), PPO_SMAC_ALGOS, extra_fn=lambda b: SPEED_SMAC
+            )
+            # A2PO only on these two (no other algorithm has a script there): the scripts' own rollout
+            # defaults (4000 and 2048 steps per iteration), 10 iterations, no evaluation to speak of
+            + mamujoco_cells(
+                [("Humanoid", "17x1")],
+                40_000,
+                pick(1),
+                ("--update-epochs", "5", "--eval-episodes", "1", "--eval-interval", "1000000000"),
+            )
+            + grf_cells(["5_vs_5"], 20_480, pick(1), ("--update-epochs", "5", "--eval-episodes", "0"))
+        )
     raise SystemExit(f"error: unknown preset '{name}'. Presets: {', '.join(PRESETS)}.")
 
 
@@ -148,7 +229,7 @@ PRESETS = {
     "grf-quick": "A2PO on GRF academy 3_vs_1_with_keeper and pass_and_shoot_with_keeper, 3 seeds, 500k steps",
     "grf-paper": "A2PO on GRF full games 5_vs_5 and 11_vs_11_stochastic, 5 seeds, 100M steps",
     "speed": "training-time table: the 4 PPO SMAC algorithms on SMAX 3s5z and 27m_vs_30m with identical rollouts and "
-             "epochs (10 iterations), A2PO on Humanoid 17x1 and GRF 5_vs_5 (10 iterations), 1 seed",
+    "epochs (10 iterations), A2PO on Humanoid 17x1 and GRF 5_vs_5 (10 iterations), 1 seed",
 }
 
 
@@ -205,8 +286,9 @@ def run_local(jobs, runs_dir, max_parallel, root=ROOT, threads=0):
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.time()
         with open(path, "a") as log:
-            rc = subprocess.run(command(cell, runs_dir, resume, root=root), cwd=root, env=env, stdout=log,
-                                stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                command(cell, runs_dir, resume, root=root), cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
+            ).returncode
         return cell, rc == 0 and cell_state(cell, runs_dir)[0] == "done", time.time() - start
 
     results = []
@@ -216,11 +298,14 @@ def run_local(jobs, runs_dir, max_parallel, root=ROOT, threads=0):
         for i, fut in enumerate(as_completed(futures), 1):
             cell, ok, seconds = fut.result()
             results.append((cell, ok, seconds))
-            print(f"[{i}/{len(jobs)}] {'done' if ok else 'FAILED'} {cell.task} {cell.exp_name} seed {cell.seed} "
-                  f"({seconds:.0f} s){'' if ok else ', log: ' + str(log_path(cell, runs_dir))}", flush=True)
+            print(
+                f"[{i}/{len(jobs)}] {'done' if ok else 'FAILED'} {cell.task} {cell.exp_name} seed {cell.seed} "
+                f"({seconds:.0f} s){'' if ok else ', log: ' + str(log_path(cell, runs_dir))}",
+                flush=True,
+            )
     except KeyboardInterrupt:  # Ctrl-C reaches the runs too (same process group); start no queued run
         pool.shutdown(wait=True, cancel_futures=True)
-        raise SystemExit("interrupted: run the same command again to resume")
+        raise SystemExit("interrupted: run the same command again to resume") from None
     pool.shutdown()
     return results
 
@@ -230,10 +315,16 @@ def run_slurm(jobs, runs_dir, max_parallel, opts, root=ROOT, threads=0):
     try:
         import submitit
     except ImportError:
-        raise SystemExit("error: the slurm backend needs submitit. pip install submitit")
+        raise SystemExit("error: the slurm backend needs submitit. pip install submitit") from None
     executor = submitit.AutoExecutor(folder=str(Path(runs_dir) / "slurm" / "%j"), cluster=opts.slurm_cluster)
-    params = dict(name=opts.slurm_job_name, timeout_min=opts.slurm_time_min, cpus_per_task=opts.slurm_cpus,
-                  gpus_per_node=opts.slurm_gpus, mem_gb=opts.slurm_mem_gb, slurm_array_parallelism=max_parallel)
+    params = dict(
+        name=opts.slurm_job_name,
+        timeout_min=opts.slurm_time_min,
+        cpus_per_task=opts.slurm_cpus,
+        gpus_per_node=opts.slurm_gpus,
+        mem_gb=opts.slurm_mem_gb,
+        slurm_array_parallelism=max_parallel,
+    )
     if opts.slurm_partition:
         params["slurm_partition"] = opts.slurm_partition
     executor.update_parameters(**params)
@@ -242,8 +333,10 @@ def run_slurm(jobs, runs_dir, max_parallel, opts, root=ROOT, threads=0):
     for cell, resume in jobs:
         path = log_path(cell, runs_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        line = (f"cd {shlex.quote(str(root))} && {env + ' ' if env else ''}PYTHONUNBUFFERED=1 exec "
-                f"{shlex.join(command(cell, runs_dir, resume, root=root))} >> {shlex.quote(str(path))} 2>&1")
+        line = (
+            f"cd {shlex.quote(str(root))} && {env + ' ' if env else ''}PYTHONUNBUFFERED=1 exec "
+            f"{shlex.join(command(cell, runs_dir, resume, root=root))} >> {shlex.quote(str(path))} 2>&1"
+        )
         functions.append(submitit.helpers.CommandFunction(["bash", "-c", line], verbose=False))
     with executor.batch():
         submitted = [executor.submit(fn) for fn in functions]
@@ -261,9 +354,20 @@ def git_commit(root=ROOT):
     """HEAD, flagged when tracked files other than the report's own outputs differ from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                *(f":(top,exclude){p}" for p in REPORT_OUTPUTS)], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                *(f":(top,exclude){p}" for p in REPORT_OUTPUTS),
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -277,10 +381,12 @@ def parse(argv):
     user_extra = []
     if "--" in argv:
         i = argv.index("--")
-        argv, user_extra = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                epilog="Flags after `--` are passed to every run. Presets: " +
-                                "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+        argv, user_extra = argv[:i], argv[i + 1 :]
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Flags after `--` are passed to every run. Presets: "
+        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
+    )
     p.add_argument("preset", choices=list(PRESETS), help="which grid to run")
     p.add_argument("--runs-dir", default=None, help="run folders go here (default: benchmark/runs/PRESET)")
     p.add_argument("--backend", choices=["local", "slurm"], default="local", help="run here, or submit to Slurm")
@@ -290,8 +396,12 @@ def parse(argv):
     p.add_argument("--algos", nargs="+", default=None, help="only these algorithms (mappo coppo happo a2po qmix)")
     p.add_argument("--backends", nargs="+", default=None, help="only these SMAC backends (smax sc2)")
     p.add_argument("--total-timesteps", type=int, default=None, help="budget of every run instead of the preset's")
-    p.add_argument("--threads-per-run", type=int, default=0,
-                   help="pin each run's OpenMP/MKL/XLA threads (0: leave alone; 1 suits --max-parallel 2 on 2 cores)")
+    p.add_argument(
+        "--threads-per-run",
+        type=int,
+        default=0,
+        help="pin each run's OpenMP/MKL/XLA threads (0: leave alone; 1 suits --max-parallel 2 on 2 cores)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands of the pending runs and exit")
     p.add_argument("--slurm-partition", default=None, help="slurm partition")
     p.add_argument("--slurm-time-min", type=int, default=48 * 60, help="slurm time limit per run, minutes")
@@ -299,8 +409,12 @@ def parse(argv):
     p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run")
     p.add_argument("--slurm-mem-gb", type=float, default=16, help="memory per run, GB")
     p.add_argument("--slurm-job-name", default="coop-trust-region", help="slurm job name")
-    p.add_argument("--slurm-cluster", default="slurm", choices=["slurm", "local", "debug"],
-                   help="submitit cluster: 'slurm', or 'local'/'debug' to try the submission path without Slurm")
+    p.add_argument(
+        "--slurm-cluster",
+        default="slurm",
+        choices=["slurm", "local", "debug"],
+        help="submitit cluster: 'slurm', or 'local'/'debug' to try the submission path without Slurm",
+    )
     p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and report failures")
     opts = p.parse_args(argv)
     opts.user_extra = user_extra
@@ -322,7 +436,9 @@ def select(cells, opts):
         h = hashlib.sha1(" ".join(opts.user_extra).encode()).hexdigest()[:6]
         cells = [Cell(**{**c.__dict__, "extra": c.extra + tuple(opts.user_extra), "user_hash": h}) for c in cells]
     if not cells:
-        raise SystemExit("error: the filters (--tasks/--algos/--backends) leave no run. Check the names with --dry-run.")
+        raise SystemExit(
+            "error: the filters (--tasks/--algos/--backends) leave no run. Check the names with --dry-run."
+        )
     return cells
 
 
@@ -335,20 +451,38 @@ def main(argv=None):
     done = [c for c, s, _ in states if s == "done"]
     jobs = [(c, where if s == "resume" else None) for c, s, where in states if s != "done"]
     steps = sum(c.total_timesteps for c, _ in jobs)
-    print(f"# preset {opts.preset}: {len(cells)} runs, {len(done)} finished, {len(jobs)} to run "
-          f"({steps / 1e6:.2f}M env steps), runs dir {runs_dir}", flush=True)
+    print(
+        f"# preset {opts.preset}: {len(cells)} runs, {len(done)} finished, {len(jobs)} to run "
+        f"({steps / 1e6:.2f}M env steps), runs dir {runs_dir}",
+        flush=True,
+    )
     if opts.dry_run:
         print(f"# commands run from {ROOT}")
         for cell, resume in jobs:
-            print(shlex.join(["python", *command(cell, runs_dir, resume, python="python")[1:]]).replace(str(ROOT) + "/", ""))
+            print(
+                shlex.join(["python", *command(cell, runs_dir, resume, python="python")[1:]]).replace(
+                    str(ROOT) + "/", ""
+                )
+            )
         return 0
     if not jobs:
         return 0
     runs_dir.mkdir(parents=True, exist_ok=True)
     with open(runs_dir / "launches.jsonl", "a") as f:
-        f.write(json.dumps(dict(time=time.strftime("%Y-%m-%d %H:%M:%S"), commit=git_commit(), machine=machine(),
-                                command=shlex.join(["python", "benchmark/launch.py", *argv]), preset=opts.preset,
-                                backend=opts.backend, runs=len(jobs))) + "\n")
+        f.write(
+            json.dumps(
+                dict(
+                    time=time.strftime("%Y-%m-%d %H:%M:%S"),
+                    commit=git_commit(),
+                    machine=machine(),
+                    command=shlex.join(["python", "benchmark/launch.py", *argv]),
+                    preset=opts.preset,
+                    backend=opts.backend,
+                    runs=len(jobs),
+                )
+            )
+            + "\n"
+        )
     if opts.backend == "local":
         results = run_local(jobs, runs_dir, opts.max_parallel, threads=opts.threads_per_run)
         failed = [c for c, ok, _ in results if not ok]

@@ -6,6 +6,7 @@ and the training rollout's env steps/s (batch / time/sampling_s, first iteration
 the batched value and log-prob pass after the rollout); it prints their ratio, the per-iteration
 sampling/updating split, and the medians over repeats.
 """
+
 import argparse
 import os
 import subprocess
@@ -43,11 +44,30 @@ def measure_once(a):
     random_before = random_steps_per_second(a.scenario, a.agent_conf, a.num_envs, a.num_steps)
     batch = a.num_envs * a.num_steps
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, str(ROOT / "a2po_mamujoco.py"), "--scenario", a.scenario, "--agent-conf",
-                        a.agent_conf, "--num-envs", str(a.num_envs), "--num-steps", str(a.num_steps),
-                        "--total-timesteps", str(batch * a.iterations), "--eval-episodes", "1",
-                        "--eval-interval", str(10 * batch * a.iterations)], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "a2po_mamujoco.py"),
+                "--scenario",
+                a.scenario,
+                "--agent-conf",
+                a.agent_conf,
+                "--num-envs",
+                str(a.num_envs),
+                "--num-steps",
+                str(a.num_steps),
+                "--total-timesteps",
+                str(batch * a.iterations),
+                "--eval-episodes",
+                "1",
+                "--eval-interval",
+                str(10 * batch * a.iterations),
+            ],
+            cwd=tmp,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         scalars = read_scalars(only_run_dir(tmp))
     random_after = random_steps_per_second(a.scenario, a.agent_conf, a.num_envs, a.num_steps)
     sampling = np.mean([v for _, v in scalars["time/sampling_s"]][1:])  # the first iteration pays warm-up
@@ -70,9 +90,12 @@ def main():
     for r in range(a.repeats):
         rows.append(measure_once(a))
         random_sps, rollout, sampling, updating = rows[-1]
-        print(f"repeat {r}: random actions {random_sps:.0f} env steps/s, training rollout {rollout:.0f} env steps/s, "
-              f"ratio {rollout / random_sps:.2f}; per iteration sampling {sampling:.2f} s, updating {updating:.2f} s "
-              f"(updating share {updating / (sampling + updating):.0%})", flush=True)
+        print(
+            f"repeat {r}: random actions {random_sps:.0f} env steps/s, training rollout {rollout:.0f} env steps/s, "
+            f"ratio {rollout / random_sps:.2f}; per iteration sampling {sampling:.2f} s, updating {updating:.2f} s "
+            f"(updating share {updating / (sampling + updating):.0%})",
+            flush=True,
+        )
     ratios = [rollout / random_sps for random_sps, rollout, _, _ in rows]
     shares = [updating / (sampling + updating) for _, _, sampling, updating in rows]
     print(f"median ratio {np.median(ratios):.2f}, median updating share {np.median(shares):.0%}")

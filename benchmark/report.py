@@ -32,6 +32,7 @@ Implementation details
    first --skip-first-iterations (JAX compilation, worker start-up), mean over seeds, normalised by MAPPO's
    total on the same task and setting (absolute times only where there is no MAPPO run).
 """
+
 import argparse
 import json
 import os
@@ -49,10 +50,27 @@ sys.path.insert(0, str(ROOT / "benchmark"))
 from launch import git_commit, machine  # noqa: E402  (one definition of the run's provenance)
 
 ALGO_ORDER = ["mappo", "coppo", "happo", "a2po", "qmix"]  # the talk's SMAC table
-MAP_ORDER = ["MMM", "3s_vs_5z", "2c_vs_64zg", "3s5z", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "6h_vs_8z",
-             "3s5z_vs_3s6z", "MMM2", "27m_vs_30m", "corridor"]  # the talk's row order
-BEHAVIOUR = [("Assist", "eval/assists", 1.0), ("Goal", "eval/goals", 1.0), ("Lost", "eval/lost", 1.0),
-             ("Pass", "eval/passes_completed", 1.0), ("Pass rate %", "eval/pass_rate", 100.0)]
+MAP_ORDER = [
+    "MMM",
+    "3s_vs_5z",
+    "2c_vs_64zg",
+    "3s5z",
+    "5m_vs_6m",
+    "8m_vs_9m",
+    "10m_vs_11m",
+    "6h_vs_8z",
+    "3s5z_vs_3s6z",
+    "MMM2",
+    "27m_vs_30m",
+    "corridor",
+]  # the talk's row order
+BEHAVIOUR = [
+    ("Assist", "eval/assists", 1.0),
+    ("Goal", "eval/goals", 1.0),
+    ("Lost", "eval/lost", 1.0),
+    ("Pass", "eval/passes_completed", 1.0),
+    ("Pass rate %", "eval/pass_rate", 100.0),
+]
 
 
 # ---------------------------------------------------------------- reading runs
@@ -116,12 +134,25 @@ def load_runs(runs_dirs, include_unfinished=False):
         scalars = read_scalars(path)
         if not scalars:
             continue
-        runs.append(dict(task=task, exp_name=exp_name, algo=algo_of(exp_name), setting=setting_of(exp_name),
-                         seed=seed, path=str(path), finished=done, scalars=scalars, suite=suite_of(exp_name, scalars)))
+        runs.append(
+            dict(
+                task=task,
+                exp_name=exp_name,
+                algo=algo_of(exp_name),
+                setting=setting_of(exp_name),
+                seed=seed,
+                path=str(path),
+                finished=done,
+                scalars=scalars,
+                suite=suite_of(exp_name, scalars),
+            )
+        )
     notes = []
     if unfinished_skipped:
-        notes.append(f"{unfinished_skipped} (task, exp_name, seed) without a finished run left out "
-                     f"(--include-unfinished adds them)")
+        notes.append(
+            f"{unfinished_skipped} (task, exp_name, seed) without a finished run left out "
+            f"(--include-unfinished adds them)"
+        )
     if include_unfinished and any(not r["finished"] for r in runs):
         notes.append(f"{sum(not r['finished'] for r in runs)} unfinished runs included")
     settings = defaultdict(set)
@@ -230,16 +261,21 @@ def final_table(runs, tag, scale, decimals=1):
     rows = []
     for lab in labels:
         keys = [data[lab][a]["median"] if a in data[lab] else None for a in algos]
-        cells = [f"{data[lab][a]['median']:.{decimals}f} ({data[lab][a]['std']:.3g})" if a in data[lab] else "–"
-                 for a in algos]
+        cells = [
+            f"{data[lab][a]['median']:.{decimals}f} ({data[lab][a]['std']:.3g})" if a in data[lab] else "–"
+            for a in algos
+        ]
         seeds = sorted({data[lab][a]["n"] for a in algos if a in data[lab]})
         rows.append([lab, *bold_best(cells, keys), "/".join(map(str, seeds))])
     complete = [lab for lab in labels if all(a in data[lab] for a in algos)]
     overall = {}
     if complete:
         for a in algos:
-            overall[a] = dict(median=float(np.mean([data[lab][a]["median"] for lab in complete])),
-                              std=float(np.mean([data[lab][a]["std"] for lab in complete])), n=len(complete))
+            overall[a] = dict(
+                median=float(np.mean([data[lab][a]["median"] for lab in complete])),
+                std=float(np.mean([data[lab][a]["std"] for lab in complete])),
+                n=len(complete),
+            )
         cells = [f"{overall[a]['median']:.{decimals}f} ({overall[a]['std']:.3g})" for a in algos]
         rows.append(["overall", *bold_best(cells, [overall[a]["median"] for a in algos]), f"{len(complete)} maps"])
     return md_table(["Task", *algos, "seeds"], rows), dict(data, overall=overall)
@@ -259,10 +295,20 @@ def behaviour_table(runs):
                     stats[a] = dict(mean=float(np.mean(vals)), std=float(np.std(vals)), n=int(len(vals)))
             out[lab][name] = stats
             cells = [f"{stats[a]['mean']:.2f} ({stats[a]['std']:.2f})" if a in stats else "–" for a in algos]
-            rows.append([name, *bold_best(cells, [stats[a]["mean"] if a in stats else None for a in algos],
-                                          higher_is_better=name != "Lost")])
-        out_md.append(f"**{lab}** (per game, mean (std) over seeds; bigger is better except Lost)\n\n"
-                      + md_table(["Metric", *algos], rows))
+            rows.append(
+                [
+                    name,
+                    *bold_best(
+                        cells,
+                        [stats[a]["mean"] if a in stats else None for a in algos],
+                        higher_is_better=name != "Lost",
+                    ),
+                ]
+            )
+        out_md.append(
+            f"**{lab}** (per game, mean (std) over seeds; bigger is better except Lost)\n\n"
+            + md_table(["Metric", *algos], rows)
+        )
     return "\n\n".join(out_md), out
 
 
@@ -275,13 +321,19 @@ def time_table(runs, skip_first):
             parts = []
             for r in runs:
                 if r["label"] == lab and r["algo"] == a and "time/sampling_s" in r["scalars"]:
-                    s, u = r["scalars"]["time/sampling_s"][1][skip_first:], r["scalars"]["time/updating_s"][1][skip_first:]
+                    s, u = (
+                        r["scalars"]["time/sampling_s"][1][skip_first:],
+                        r["scalars"]["time/updating_s"][1][skip_first:],
+                    )
                     if len(s):
                         parts.append((float(s.sum()), float(u.sum()), len(s)))
             if parts:
-                out[lab][a] = dict(sampling_s=float(np.mean([p[0] for p in parts])),
-                                   updating_s=float(np.mean([p[1] for p in parts])),
-                                   iterations=parts[0][2], runs=len(parts))
+                out[lab][a] = dict(
+                    sampling_s=float(np.mean([p[0] for p in parts])),
+                    updating_s=float(np.mean([p[1] for p in parts])),
+                    iterations=parts[0][2],
+                    runs=len(parts),
+                )
         if not out[lab]:
             del out[lab]
             continue
@@ -296,8 +348,11 @@ def time_table(runs, skip_first):
             absolute = f"{fmt_duration(total)} ({fmt_duration(t['sampling_s'])}+{fmt_duration(t['updating_s'])})"
             if base:
                 b = base["sampling_s"] + base["updating_s"]
-                t.update(normalised=total / b, normalised_sampling=t["sampling_s"] / b,
-                         normalised_updating=t["updating_s"] / b)
+                t.update(
+                    normalised=total / b,
+                    normalised_sampling=t["sampling_s"] / b,
+                    normalised_updating=t["updating_s"] / b,
+                )
                 cells.append(f"{total / b:.2f} ({t['sampling_s'] / b:.2f}+{t['updating_s'] / b:.2f})<br>{absolute}")
             else:
                 cells.append(absolute)
@@ -324,9 +379,16 @@ def iqm_with_ci(scores_per_task, n_resamples=2000, confidence=0.95, seed=0):
     point = float(iqm(np.concatenate(samples)))
     if any(len(s) < 2 for s in samples):
         return point, float("nan"), float("nan")
-    res = bootstrap(samples, lambda *xs, axis: iqm(np.concatenate(xs, axis=axis), axis=axis), vectorized=True,
-                    paired=False, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
-                    rng=np.random.default_rng(seed))
+    res = bootstrap(
+        samples,
+        lambda *xs, axis: iqm(np.concatenate(xs, axis=axis), axis=axis),
+        vectorized=True,
+        paired=False,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -354,19 +416,21 @@ def aggregate_table(runs, n_resamples, seed, out_dir):
             tasks = per_algo[a]
             point, lo, hi = iqm_with_ci(list(tasks.values()), n_resamples=n_resamples, seed=seed)
             key = f"{suite}/{family}" if family else suite
-            result.setdefault(key, {})[a] = dict(iqm=point, ci_low=lo, ci_high=hi, tasks=len(tasks),
-                                                 runs=sum(map(len, tasks.values())))
+            result.setdefault(key, {})[a] = dict(
+                iqm=point, ci_low=lo, ci_high=hi, tasks=len(tasks), runs=sum(map(len, tasks.values()))
+            )
             ci = f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "n/a (a task has < 2 seeds)"
             rows.append([key, what, a, f"{point:.3f}", ci, len(tasks), sum(map(len, tasks.values()))])
             fig_rows.append((f"{key} {a}", point, lo, hi))
     if not rows:
         return "", result
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(fig_rows) + 1.2))
-    for i, (name, point, lo, hi) in enumerate(fig_rows):
+    for i, (_, point, lo, hi) in enumerate(fig_rows):
         if np.isfinite(lo):
             ax.plot([lo, hi], [i, i], lw=6, alpha=0.4, color="C0")
         ax.plot([point], [i], "k|", ms=14)
@@ -389,6 +453,7 @@ def curve_stats(series):
         stack[i, inside] = np.interp(grid[inside], s, v)
     with np.errstate(all="ignore"):
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             q = np.nanpercentile(stack, [25, 50, 75], axis=0)
@@ -397,6 +462,7 @@ def curve_stats(series):
 
 def plot_curves(runs, out_dir):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -409,7 +475,9 @@ def plot_curves(runs, out_dir):
             continue  # no evaluation logged (e.g. the speed preset's GRF run)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for i, a in enumerate(order_algos(r["algo"] for r in rr)):
-            series = [r["scalars"][tag] for r in rr if r["algo"] == a and tag in r["scalars"] and len(r["scalars"][tag][0])]
+            series = [
+                r["scalars"][tag] for r in rr if r["algo"] == a and tag in r["scalars"] and len(r["scalars"][tag][0])
+            ]
             if not series:
                 continue
             grid, med, q1, q3 = curve_stats(series)
@@ -434,12 +502,15 @@ def header(title, command, runs_dirs, runs, notes):
         path = Path(d) / "launches.jsonl"
         if path.is_file():
             launches += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lines = [f"# {title}", "",
-             f"- commit: `{git_commit()}`",
-             f"- command: `{command}`",
-             f"- machine: {machine()}",
-             f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-             f"- runs: {len(runs)} from {', '.join(str(d) for d in runs_dirs)}"]
+    lines = [
+        f"# {title}",
+        "",
+        f"- commit: `{git_commit()}`",
+        f"- command: `{command}`",
+        f"- machine: {machine()}",
+        f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"- runs: {len(runs)} from {', '.join(str(d) for d in runs_dirs)}",
+    ]
     if launches:
         commits = sorted({entry["commit"] for entry in launches})
         machines = sorted({entry["machine"] for entry in launches})
@@ -455,12 +526,16 @@ def embed_in_readme(readme, out_dir, parts, written):
     begin, end = f"<!-- report:{out_dir.name} -->", f"<!-- /report:{out_dir.name} -->"
     text = readme.read_text() if readme.is_file() else ""
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise SystemExit(f"error: {readme} needs one line '{begin}' followed by one line '{end}'. "
-                         f"Add both where the {out_dir.name} results should go, then rerun.")
+        raise SystemExit(
+            f"error: {readme} needs one line '{begin}' followed by one line '{end}'. "
+            f"Add both where the {out_dir.name} results should go, then rerun."
+        )
     missing = [p for p in parts if p not in written]  # never a stale file of an earlier report
     if missing:
-        raise SystemExit(f"error: --readme-parts {' '.join(missing)}: this report wrote no such part. "
-                         f"Parts written: {', '.join(written)}.")
+        raise SystemExit(
+            f"error: --readme-parts {' '.join(missing)}: this report wrote no such part. "
+            f"Parts written: {', '.join(written)}."
+        )
     rel = Path(os.path.relpath(out_dir, readme.parent)).as_posix()
     body = []
     for part in parts:
@@ -477,17 +552,26 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs-dir", nargs="+", required=True, help="folder(s) holding the run folders")
-    p.add_argument("--out", default=None, help="output folder (default: benchmark/results/<name of the first runs dir>)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: benchmark/results/<name of the first runs dir>)"
+    )
     p.add_argument("--include-unfinished", action="store_true", help="also use runs without summary.json")
     p.add_argument("--skip-first-iterations", type=int, default=1, help="iterations left out of the time table")
     p.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples of the IQM CI")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--readme", default=None,
-                   help="also copy the report into this Markdown file, between the lines <!-- report:NAME --> and "
-                        "<!-- /report:NAME --> (NAME = the --out folder's name), replacing what was there")
-    p.add_argument("--readme-parts", nargs="+", default=None,
-                   help="with --readme: copy only these parts (file stems, e.g. smac_win_rate training_time), "
-                        "each with its own header, instead of the whole report.md")
+    p.add_argument(
+        "--readme",
+        default=None,
+        help="also copy the report into this Markdown file, between the lines <!-- report:NAME --> and "
+        "<!-- /report:NAME --> (NAME = the --out folder's name), replacing what was there",
+    )
+    p.add_argument(
+        "--readme-parts",
+        nargs="+",
+        default=None,
+        help="with --readme: copy only these parts (file stems, e.g. smac_win_rate training_time), "
+        "each with its own header, instead of the whole report.md",
+    )
     opts = p.parse_args(argv)
     runs_dirs = [Path(d).resolve() for d in opts.runs_dir]
     out_dir = Path(opts.out or ROOT / "benchmark" / "results" / runs_dirs[0].name).resolve()
@@ -495,8 +579,10 @@ def main(argv=None):
     command = shlex.join(["python", "benchmark/report.py", *argv])
     runs, notes = load_runs(runs_dirs, opts.include_unfinished)
     if not runs:
-        raise SystemExit(f"error: no finished run folders in {', '.join(map(str, runs_dirs))}. "
-                         f"Launch some with benchmark/launch.py (or pass --include-unfinished).")
+        raise SystemExit(
+            f"error: no finished run folders in {', '.join(map(str, runs_dirs))}. "
+            f"Launch some with benchmark/launch.py (or pass --include-unfinished)."
+        )
     head = header("Benchmark report", command, runs_dirs, runs, notes)
     sections, results, written = [], dict(commit=git_commit(), command=command, runs=len(runs)), ["report"]
 
@@ -507,36 +593,69 @@ def main(argv=None):
         written.append(name)
         (out_dir / f"{name}.md").write_text(header(title, command, runs_dirs, runs, notes) + "\n" + blurb + body + "\n")
 
-    tables = [("smac", "smac_win_rate", "SMAC win rate %", lambda rr: final_table(rr, "eval/win_rate", 100.0),
-               "Final greedy evaluation, median (std) over seeds; best median in bold; overall = mean over maps.\n\n"),
-              ("grf", "grf_win_rate", "GRF win rate %", lambda rr: final_table(rr, "eval/win_rate", 100.0),
-               "Final greedy evaluation, median (std) over seeds.\n\n"),
-              ("grf", "grf_behaviour", "GRF behaviour", behaviour_table, ""),
-              ("mamujoco", "mamujoco_return", "MA-MuJoCo return",
-               lambda rr: final_table(rr, "eval/episodic_return", 1.0, decimals=0),
-               "Final evaluation return, median (std) over seeds.\n\n")]
+    tables = [
+        (
+            "smac",
+            "smac_win_rate",
+            "SMAC win rate %",
+            lambda rr: final_table(rr, "eval/win_rate", 100.0),
+            "Final greedy evaluation, median (std) over seeds; best median in bold; overall = mean over maps.\n\n",
+        ),
+        (
+            "grf",
+            "grf_win_rate",
+            "GRF win rate %",
+            lambda rr: final_table(rr, "eval/win_rate", 100.0),
+            "Final greedy evaluation, median (std) over seeds.\n\n",
+        ),
+        ("grf", "grf_behaviour", "GRF behaviour", behaviour_table, ""),
+        (
+            "mamujoco",
+            "mamujoco_return",
+            "MA-MuJoCo return",
+            lambda rr: final_table(rr, "eval/episodic_return", 1.0, decimals=0),
+            "Final evaluation return, median (std) over seeds.\n\n",
+        ),
+    ]
     for suite, name, title, make, blurb in tables:
         families = sorted({r["family"] for r in runs if r["suite"] == suite})
         for fam in families:
             md, results.setdefault(name, {})[fam or "all"] = make(
-                [r for r in runs if r["suite"] == suite and r["family"] == fam])
+                [r for r in runs if r["suite"] == suite and r["family"] == fam]
+            )
             several = len(families) > 1
-            section(f"{name}_{safe_name(fam) or 'other'}" if several else name,
-                    f"{title} ({fam})" if fam and several else title, md, blurb)
+            section(
+                f"{name}_{safe_name(fam) or 'other'}" if several else name,
+                f"{title} ({fam})" if fam and several else title,
+                md,
+                blurb,
+            )
     md, results["aggregate_iqm"] = aggregate_table(runs, opts.bootstrap_samples, opts.seed, out_dir)
-    section("aggregate_iqm", "Aggregate IQM", md + "\n\n![IQM](aggregate_iqm.png)" if md else "",
-            "Interquartile mean of the final scores over all (run, task) pairs, 95% stratified percentile "
-            "bootstrap CI (scipy.stats.bootstrap, rliable's method).\n\n")
+    section(
+        "aggregate_iqm",
+        "Aggregate IQM",
+        md + "\n\n![IQM](aggregate_iqm.png)" if md else "",
+        "Interquartile mean of the final scores over all (run, task) pairs, 95% stratified percentile "
+        "bootstrap CI (scipy.stats.bootstrap, rliable's method).\n\n",
+    )
     several = len({r["family"] for r in runs}) > 1
     timed = [dict(r, label=f"{r['label']} ({r['family']})") if several and r["family"] else r for r in runs]
     md, results["training_time"] = time_table(timed, opts.skip_first_iterations)
-    section("training_time", "Training time", md,
-            f"Sampling + updating seconds summed over the iterations, leaving out the first "
-            f"{opts.skip_first_iterations} of each run (compilation, start-up), "
-            "mean over seeds; first line normalised to MAPPO = 1.00 (sampling+updating), second absolute.\n\n")
+    section(
+        "training_time",
+        "Training time",
+        md,
+        f"Sampling + updating seconds summed over the iterations, leaving out the first "
+        f"{opts.skip_first_iterations} of each run (compilation, start-up), "
+        "mean over seeds; first line normalised to MAPPO = 1.00 (sampling+updating), second absolute.\n\n",
+    )
     curves = plot_curves(runs, out_dir)
-    section("curves", "Learning curves", "\n".join(f"![{c.stem}](curves/{c.name})" for c in curves),
-            "Greedy evaluation against env steps: median over seeds, band = interquartile range.\n\n")
+    section(
+        "curves",
+        "Learning curves",
+        "\n".join(f"![{c.stem}](curves/{c.name})" for c in curves),
+        "Greedy evaluation against env steps: median over seeds, band = interquartile range.\n\n",
+    )
     (out_dir / "report.md").write_text(head + "\n" + "\n".join(sections))
     (out_dir / "results.json").write_text(json.dumps(no_nan(results), indent=1))
     print(f"wrote {out_dir / 'report.md'} ({len(runs)} runs, {len(curves)} curve plots)")

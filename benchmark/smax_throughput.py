@@ -8,6 +8,7 @@
    env steps / `time/sampling_s`, first iteration (compilation) excluded.
 3. split: wall time per iteration split into sampling and updating with the default settings.
 """
+
 import argparse
 import json
 import subprocess
@@ -48,7 +49,15 @@ def raw_scan(map_name, num_envs, steps):
 
 def script_run(script, flags, iterations):
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / f"{script}.py"), *flags, "--eval-interval", "10000000000", "--eval-episodes", "1"]
+        cmd = [
+            sys.executable,
+            str(ROOT / f"{script}.py"),
+            *flags,
+            "--eval-interval",
+            "10000000000",
+            "--eval-episodes",
+            "1",
+        ]
         subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         run_dir = only_run_dir(tmp)
         scalars = read_scalars(run_dir)
@@ -56,8 +65,14 @@ def script_run(script, flags, iterations):
     sampling = [v for _, v in scalars["time/sampling_s"]][1:]
     updating = [v for _, v in scalars["time/updating_s"]][1:]
     batch = summary["args"]["batch_size"]
-    return dict(batch=batch, sampling_s=sum(sampling) / len(sampling), updating_s=sum(updating) / len(updating),
-                sampling_sps=batch * len(sampling) / sum(sampling), iterations=len(sampling), cmd=" ".join(cmd[1:]))
+    return dict(
+        batch=batch,
+        sampling_s=sum(sampling) / len(sampling),
+        updating_s=sum(updating) / len(updating),
+        sampling_sps=batch * len(sampling) / sum(sampling),
+        iterations=len(sampling),
+        cmd=" ".join(cmd[1:]),
+    )
 
 
 if __name__ == "__main__":
@@ -68,10 +83,31 @@ if __name__ == "__main__":
     a = p.parse_args()
     raw = raw_scan(a.map_name, a.num_envs, 100)
     steps = a.num_envs * 100 * a.iterations
-    ours = script_run("mappo_smac", ["--map-name", a.map_name, "--num-envs", str(a.num_envs), "--num-steps", "100",
-                                     "--total-timesteps", str(steps), "--update-epochs", "1"], a.iterations)
-    print(f"{a.map_name}, {a.num_envs} envs: raw scan {raw:.0f} env steps/s; mappo_smac rollout {ours['sampling_sps']:.0f} "
-          f"env steps/s = {ours['sampling_sps'] / raw:.2f} of raw")
-    default = script_run("mappo_smac", ["--map-name", a.map_name, "--total-timesteps", str(3200 * a.iterations)], a.iterations)
-    print(f"{a.map_name}, default settings ({default['batch']} steps per iteration): sampling {default['sampling_s']:.2f} s "
-          f"+ updating {default['updating_s']:.2f} s per iteration (mean of {default['iterations']}, first excluded)")
+    ours = script_run(
+        "mappo_smac",
+        [
+            "--map-name",
+            a.map_name,
+            "--num-envs",
+            str(a.num_envs),
+            "--num-steps",
+            "100",
+            "--total-timesteps",
+            str(steps),
+            "--update-epochs",
+            "1",
+        ],
+        a.iterations,
+    )
+    print(
+        f"{a.map_name}, {a.num_envs} envs: raw scan {raw:.0f} env steps/s; "
+        f"mappo_smac rollout {ours['sampling_sps']:.0f} env steps/s = {ours['sampling_sps'] / raw:.2f} of raw"
+    )
+    default = script_run(
+        "mappo_smac", ["--map-name", a.map_name, "--total-timesteps", str(3200 * a.iterations)], a.iterations
+    )
+    print(
+        f"{a.map_name}, default settings ({default['batch']} steps per iteration): "
+        f"sampling {default['sampling_s']:.2f} s "
+        f"+ updating {default['updating_s']:.2f} s per iteration (mean of {default['iterations']}, first excluded)"
+    )

@@ -1,4 +1,5 @@
 """The one module shared by the tests: load a script as a module, run it, read its logs."""
+
 import importlib.util
 import os
 import signal
@@ -25,7 +26,12 @@ def run_script(name, *args, cwd, timeout=600, env=None, check=True):
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(ROOT / f"{name}.py"), *map(str, args)],
-        cwd=cwd, env=full_env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{name}.py {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout[-6000:]}")
@@ -49,14 +55,20 @@ def is_running(pid):
 def assert_workers_die_with_trainer(name, *args, cwd, num_workers, timeout):
     """Start `python name.py args...`, wait for its `num_workers` child processes, `kill -9` the trainer and
     assert that every one of its workers has exited within `timeout` seconds (leftovers are killed)."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / f"{name}.py"), *map(str, args)], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / f"{name}.py"), *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, workers = time.time() + 180, []
         while len(workers) < num_workers:
             assert proc.poll() is None and time.time() < deadline, f"{name}.py did not start {num_workers} workers"
             time.sleep(0.5)
-            workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and parent_pid(p.name) == proc.pid]
+            workers = [
+                int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and parent_pid(p.name) == proc.pid
+            ]
         time.sleep(3.0)  # the trainer is stepping them now
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 gfootball must be installed (`bash install_gfootball.sh`); these tests never skip.
 """
+
 import json
 import math
 import sys
@@ -9,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
 
 grf = load_script("a2po_grf")
@@ -102,23 +102,39 @@ def test_stacked_forward_matches_each_module():
 
 # ---------------------------------------------------------------- behaviour metrics
 def raw(team, player, score=(0, 0), mode=0):
-    return {"ball_owned_team": team, "ball_owned_player": player, "score": list(score), "game_mode": mode,
-            "right_team_roles": [0, 1, 1, 1, 1]}  # right player 0 is the goalkeeper
+    return {
+        "ball_owned_team": team,
+        "ball_owned_player": player,
+        "score": list(score),
+        "game_mode": mode,
+        "right_team_roles": [0, 1, 1, 1, 1],
+    }  # right player 0 is the goalkeeper
 
 
 def test_behaviour_tracker_hand_made_game():
     t = grf.BehaviourTracker(raw(-1, -1))
     seq = [
-        raw(0, 1), raw(-1, -1), raw(-1, -1), raw(0, 2),  # completed pass 1 -> 2
-        raw(-1, -1), raw(1, 3),                          # 2 passes, right 3 intercepts
-        raw(0, 1),                                       # left 1 tackles right 3 (no pass)
-        raw(1, 2),                                       # right 2 tackles left 1 directly: not a pass
-        raw(0, 3), raw(-1, -1), raw(1, 0),               # keeper takes the ball: a saved shot, not a pass
-        raw(0, 3), raw(-1, -1, mode=5), raw(1, 4, mode=5),  # ball out, right throw-in: not a pass
-        raw(0, 3), raw(-1, -1), raw(0, 2),               # completed pass 3 -> 2
-        raw(-1, -1), raw(-1, -1, score=(1, 0)),          # 2 shoots and scores: goal with assist by 3
-        raw(1, 2, score=(1, 0), mode=1),                 # kick-off
-        raw(-1, -1, score=(1, 1)),                       # conceded
+        raw(0, 1),
+        raw(-1, -1),
+        raw(-1, -1),
+        raw(0, 2),  # completed pass 1 -> 2
+        raw(-1, -1),
+        raw(1, 3),  # 2 passes, right 3 intercepts
+        raw(0, 1),  # left 1 tackles right 3 (no pass)
+        raw(1, 2),  # right 2 tackles left 1 directly: not a pass
+        raw(0, 3),
+        raw(-1, -1),
+        raw(1, 0),  # keeper takes the ball: a saved shot, not a pass
+        raw(0, 3),
+        raw(-1, -1, mode=5),
+        raw(1, 4, mode=5),  # ball out, right throw-in: not a pass
+        raw(0, 3),
+        raw(-1, -1),
+        raw(0, 2),  # completed pass 3 -> 2
+        raw(-1, -1),
+        raw(-1, -1, score=(1, 0)),  # 2 shoots and scores: goal with assist by 3
+        raw(1, 2, score=(1, 0), mode=1),  # kick-off
+        raw(-1, -1, score=(1, 1)),  # conceded
     ]
     for o in seq:
         t.step(o)
@@ -132,13 +148,29 @@ def test_behaviour_tracker_no_pass_across_a_stoppage():
     t = grf.BehaviourTracker(raw(-1, -1))
     one, two = (1, 0), (2, 0)
     seq = [
-        raw(0, 1), raw(-1, -1), raw(-1, -1, mode=5), raw(0, 2, mode=5),  # ball out, left 2 takes the throw-in
-        raw(0, 2), raw(-1, -1), raw(-1, -1, one),                        # 2 scores: no assist
-        raw(1, 2, one, 1), raw(1, 2, one), raw(-1, -1, one), raw(0, 3, one),  # kick-off; left 3 wins the ball
-        raw(-1, -1, one), raw(-1, -1, one, 4), raw(0, 4, one, 4),        # 3's shot goes out, left 4 takes the corner
-        raw(-1, -1, one), raw(0, 3, one), raw(-1, -1, one), raw(-1, -1, two),  # 4 crosses to 3 in play, 3 scores
-        raw(1, 1, two, 1), raw(1, 1, two), raw(0, 1, two, 3),            # kick-off; left 1 is fouled: free kick
-        raw(-1, -1, two, 3), raw(0, 2, two, 3),                          # 2 takes it over before play restarts
+        raw(0, 1),
+        raw(-1, -1),
+        raw(-1, -1, mode=5),
+        raw(0, 2, mode=5),  # ball out, left 2 takes the throw-in
+        raw(0, 2),
+        raw(-1, -1),
+        raw(-1, -1, one),  # 2 scores: no assist
+        raw(1, 2, one, 1),
+        raw(1, 2, one),
+        raw(-1, -1, one),
+        raw(0, 3, one),  # kick-off; left 3 wins the ball
+        raw(-1, -1, one),
+        raw(-1, -1, one, 4),
+        raw(0, 4, one, 4),  # 3's shot goes out, left 4 takes the corner
+        raw(-1, -1, one),
+        raw(0, 3, one),
+        raw(-1, -1, one),
+        raw(-1, -1, two),  # 4 crosses to 3 in play, 3 scores
+        raw(1, 1, two, 1),
+        raw(1, 1, two),
+        raw(0, 1, two, 3),  # kick-off; left 1 is fouled: free kick
+        raw(-1, -1, two, 3),
+        raw(0, 2, two, 3),  # 2 takes it over before play restarts
     ]
     for o in seq:
         t.step(o)
@@ -214,12 +246,15 @@ def test_full_game_preset_entropy_and_the_users_flag_wins(monkeypatch):
 
 
 # ---------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize("args, message", [
-    (["--env-name", "academy_nope"], "Valid scenarios: academy_3_vs_1_with_keeper"),
-    (["--env-name", "5_vs_5", "--num-agents", "5"], "Use 1..4"),
-    (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "not divisible"),
-    (["--clip-c", "2"], "--clip-c 2.0 is outside [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env-name", "academy_nope"], "Valid scenarios: academy_3_vs_1_with_keeper"),
+        (["--env-name", "5_vs_5", "--num-agents", "5"], "Use 1..4"),
+        (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "not divisible"),
+        (["--clip-c", "2"], "--clip-c 2.0 is outside [0, 1]"),
+    ],
+)
 def test_bad_input_exits_with_clear_message(tmp_path, args, message):
     proc = run_script("a2po_grf", *args, cwd=tmp_path, check=False, timeout=120)
     assert proc.returncode != 0
@@ -240,18 +275,52 @@ def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, conte
 
 
 # ---------------------------------------------------------------- smoke runs and resume
-GAME_KEYS = ["win_rate", "goals", "lost", "goal_diff", "passes_attempted", "passes_completed", "assists",
-             "episodic_return", "episodic_length"]
-ITER_KEYS = ["charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy",
-             "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "time/sampling_s",
-             "time/updating_s", "a2po/order_first", "a2po/trace_ratio_mean", "a2po/preopc_gap"]
+GAME_KEYS = [
+    "win_rate",
+    "goals",
+    "lost",
+    "goal_diff",
+    "passes_attempted",
+    "passes_completed",
+    "assists",
+    "episodic_return",
+    "episodic_length",
+]
+ITER_KEYS = [
+    "charts/SPS",
+    "charts/learning_rate",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+    "time/sampling_s",
+    "time/updating_s",
+    "a2po/order_first",
+    "a2po/trace_ratio_mean",
+    "a2po/preopc_gap",
+]
 
 
 @pytest.fixture(scope="module")
 def academy_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("academy")
-    run_script("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--total-timesteps", "256",
-               "--eval-episodes", "2", "--eval-interval", "128", "--save-model", cwd=cwd, timeout=300)
+    run_script(
+        "a2po_grf",
+        "--env-name",
+        "academy_3_vs_1_with_keeper",
+        *TINY,
+        "--total-timesteps",
+        "256",
+        "--eval-episodes",
+        "2",
+        "--eval-interval",
+        "128",
+        "--save-model",
+        cwd=cwd,
+        timeout=300,
+    )
     return cwd
 
 
@@ -275,9 +344,24 @@ def test_smoke_academy_logs_and_summary(academy_run):
 
 def test_resume_continues_the_same_run_and_captures_video(academy_run):
     run_dir = only_run_dir(academy_run)
-    run_script("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--total-timesteps", "384",
-               "--eval-episodes", "2", "--eval-interval", "128", "--save-model", "--resume", run_dir / "checkpoint.pt",
-               "--capture-video", cwd=academy_run, timeout=300)
+    run_script(
+        "a2po_grf",
+        "--env-name",
+        "academy_3_vs_1_with_keeper",
+        *TINY,
+        "--total-timesteps",
+        "384",
+        "--eval-episodes",
+        "2",
+        "--eval-interval",
+        "128",
+        "--save-model",
+        "--resume",
+        run_dir / "checkpoint.pt",
+        "--capture-video",
+        cwd=academy_run,
+        timeout=300,
+    )
     assert only_run_dir(academy_run) == run_dir
     videos = [v for v in (run_dir / "videos").glob("*.webm") if v.stat().st_size > 10_000]
     assert videos, "gfootball wrote no video of the evaluation game"
@@ -289,8 +373,20 @@ def test_resume_continues_the_same_run_and_captures_video(academy_run):
 
 
 def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
-    out = run_script("a2po_grf", "--env-name", "5_vs_5", *TINY, "--total-timesteps", "128", "--eval-episodes", "0",
-                     "--clip-coef", "0.3", cwd=tmp_path, timeout=300).stdout
+    out = run_script(
+        "a2po_grf",
+        "--env-name",
+        "5_vs_5",
+        *TINY,
+        "--total-timesteps",
+        "128",
+        "--eval-episodes",
+        "0",
+        "--clip-coef",
+        "0.3",
+        cwd=tmp_path,
+        timeout=300,
+    ).stdout
     assert "iter 1/1 step 128" in out
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
@@ -303,5 +399,14 @@ def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
 
 def test_workers_exit_when_the_trainer_is_killed(tmp_path):
     # an idle worker checks its parent every 10 s
-    assert_workers_die_with_trainer("a2po_grf", "--env-name", "academy_3_vs_1_with_keeper", *TINY, "--eval-episodes", "0",
-                                    cwd=tmp_path, num_workers=2, timeout=30)
+    assert_workers_die_with_trainer(
+        "a2po_grf",
+        "--env-name",
+        "academy_3_vs_1_with_keeper",
+        *TINY,
+        "--eval-episodes",
+        "0",
+        cwd=tmp_path,
+        num_workers=2,
+        timeout=30,
+    )

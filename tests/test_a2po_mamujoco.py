@@ -1,22 +1,47 @@
 """Tests of a2po_mamujoco.py: pure functions, partitions, truncation, smoke runs, resume, bad input, learning."""
+
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
 
 m = load_script("a2po_mamujoco")
 
-ALL_TASKS = [("Ant", "2x4", 2), ("Ant", "4x2", 4), ("Ant", "8x1", 8), ("HalfCheetah", "2x3", 2), ("HalfCheetah", "3x2", 3),
-             ("HalfCheetah", "6x1", 6), ("Walker2d", "2x3", 2), ("Walker2d", "3x2", 3), ("Walker2d", "6x1", 6),
-             ("Hopper", "3x1", 3), ("Humanoid", "9|8", 2), ("Humanoid", "17x1", 17), ("HumanoidStandup", "9|8", 2),
-             ("HumanoidStandup", "17x1", 17)]
-COMMON_KEYS = ["charts/SPS", "charts/learning_rate", "eval/episodic_return", "losses/policy_loss", "losses/value_loss",
-               "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "time/sampling_s",
-               "time/updating_s", "a2po/order_first", "a2po/trace_ratio_mean", "a2po/preopc_gap"]
+ALL_TASKS = [
+    ("Ant", "2x4", 2),
+    ("Ant", "4x2", 4),
+    ("Ant", "8x1", 8),
+    ("HalfCheetah", "2x3", 2),
+    ("HalfCheetah", "3x2", 3),
+    ("HalfCheetah", "6x1", 6),
+    ("Walker2d", "2x3", 2),
+    ("Walker2d", "3x2", 3),
+    ("Walker2d", "6x1", 6),
+    ("Hopper", "3x1", 3),
+    ("Humanoid", "9|8", 2),
+    ("Humanoid", "17x1", 17),
+    ("HumanoidStandup", "9|8", 2),
+    ("HumanoidStandup", "17x1", 17),
+]
+COMMON_KEYS = [
+    "charts/SPS",
+    "charts/learning_rate",
+    "eval/episodic_return",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+    "time/sampling_s",
+    "time/updating_s",
+    "a2po/order_first",
+    "a2po/trace_ratio_mean",
+    "a2po/preopc_gap",
+]
 TINY = ["--num-envs", 2, "--eval-episodes", 1]
 
 
@@ -32,12 +57,21 @@ def test_preopc_equals_gae_for_unit_ratios_and_ratios_above_one():
     gae = m.compute_gae(rewards, values, boot, continues, 0.99, 0.95)
     assert torch.allclose(m.compute_preopc(rewards, values, boot, continues, torch.ones(7, 3, 4), 0.99, 0.95), gae)
     # min(1, rho) caps the trace: ratios above one change nothing
-    assert torch.allclose(m.compute_preopc(rewards, values, boot, continues, 1 + torch.rand(7, 3, 4, generator=g), 0.99, 0.95), gae)
-    assert not torch.allclose(m.compute_preopc(rewards, values, boot, continues, 0.5 * torch.ones(7, 3, 4), 0.99, 0.95), gae)
+    assert torch.allclose(
+        m.compute_preopc(rewards, values, boot, continues, 1 + torch.rand(7, 3, 4, generator=g), 0.99, 0.95), gae
+    )
+    assert not torch.allclose(
+        m.compute_preopc(rewards, values, boot, continues, 0.5 * torch.ones(7, 3, 4), 0.99, 0.95), gae
+    )
 
 
 def test_preopc_hand_computed():
-    rewards, values, boot, continues = t3([1.0, 2.0, 3.0])[..., 0], t3([0.5, 1.0, 1.5]), torch.tensor([[2.0]]), torch.ones(3, 1)
+    rewards, values, boot, continues = (
+        t3([1.0, 2.0, 3.0])[..., 0],
+        t3([0.5, 1.0, 1.5]),
+        torch.tensor([[2.0]]),
+        torch.ones(3, 1),
+    )
     # delta_2 = 3 + .9*2 - 1.5 = 3.3; delta_1 = 2 + .9*1.5 - 1 = 2.35; delta_0 = 1 + .9*1 - .5 = 1.4; gamma*lambda = .72
     adv = m.compute_preopc(rewards, values, boot, continues, t3([2.0, 0.5, 0.25]), 0.9, 0.8).flatten()
     a1 = 2.35 + 0.72 * 0.25 * 3.3  # rho_2 = 0.25 < 1 cuts the trace into A_1
@@ -54,12 +88,21 @@ def test_preopc_no_trace_across_episode_end_and_rho_t_not_in_a_t():
     adv = m.compute_preopc(rewards, values, boot, continues, ratios, 0.9, 0.8).flatten()
     assert adv[1].item() == pytest.approx(2.0 - 1.0)  # delta_1 = r_1 - V_1, nothing from t = 2
     assert adv[0].item() == pytest.approx(1.4 + 0.72 * 0.6 * 1.0)
-    changed = m.compute_preopc(t3([1.0, 2.0, 9.0])[..., 0], t3([0.5, 1.0, 7.0]), torch.tensor([[-5.0]]), continues,
-                               t3([0.3, 0.6, 0.01]), 0.9, 0.8).flatten()
+    changed = m.compute_preopc(
+        t3([1.0, 2.0, 9.0])[..., 0],
+        t3([0.5, 1.0, 7.0]),
+        torch.tensor([[-5.0]]),
+        continues,
+        t3([0.3, 0.6, 0.01]),
+        0.9,
+        0.8,
+    ).flatten()
     assert torch.allclose(changed[:2], adv[:2])  # what follows the end never reaches t <= 1
     # rho_t never enters A_t: changing rho_0 changes nothing, rho_2 changes A_1 only
-    assert torch.allclose(m.compute_preopc(rewards, values, boot, torch.ones(3, 1), t3([5e-3, 0.6, 0.9]), 0.9, 0.8),
-                          m.compute_preopc(rewards, values, boot, torch.ones(3, 1), ratios, 0.9, 0.8))
+    assert torch.allclose(
+        m.compute_preopc(rewards, values, boot, torch.ones(3, 1), t3([5e-3, 0.6, 0.9]), 0.9, 0.8),
+        m.compute_preopc(rewards, values, boot, torch.ones(3, 1), ratios, 0.9, 0.8),
+    )
     a = m.compute_preopc(rewards, values, boot, torch.ones(3, 1), ratios, 0.9, 0.8).flatten()
     b = m.compute_preopc(rewards, values, boot, torch.ones(3, 1), t3([0.3, 0.6, 0.2]), 0.9, 0.8).flatten()
     assert a[2] == b[2] and a[1] != b[1]
@@ -179,13 +222,18 @@ def test_walker2d_3x2_uses_the_a2po_code_base_grouping(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     env = m.make_env("Walker2d", "3x2", 1)
     groups = [tuple(node.label for node in part) for part in env.agent_action_partitions]
-    assert groups == [("foot_joint", "leg_joint"), ("thigh_joint", "foot_left_joint"),
-                      ("leg_left_joint", "thigh_left_joint")]
+    assert groups == [
+        ("foot_joint", "leg_joint"),
+        ("thigh_joint", "foot_left_joint"),
+        ("leg_left_joint", "thigh_left_joint"),
+    ]
     env.close()
 
 
 def test_hopper_preset_applies_only_to_flags_not_given():
-    args = m.apply_presets(m.Args(scenario="Hopper", learning_rate=5e-4), ["--scenario", "Hopper", "--learning-rate=5e-4"])
+    args = m.apply_presets(
+        m.Args(scenario="Hopper", learning_rate=5e-4), ["--scenario", "Hopper", "--learning-rate=5e-4"]
+    )
     assert (args.learning_rate, args.critic_learning_rate, args.clip_coef) == (5e-4, 1e-4, 0.1)
     args = m.apply_presets(m.Args(scenario="Ant"), ["--scenario", "Ant"])
     assert (args.learning_rate, args.clip_coef) == (3e-4, 0.2)
@@ -198,13 +246,22 @@ def test_check_task_rejects_bad_tasks():
         m.check_task("Cheetah", "2x3")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--scenario", "Walker2d", "--agent-conf", "4x2"], "error: Walker2d has no partition '4x2'. Valid partitions of Walker2d: 2x3, 3x2, 6x1."),
-    (["--scenario", "Pendulum"], "error: unknown MA-MuJoCo scenario 'Pendulum'. Valid tasks:"),
-    (["--num-envs", 3, "--num-steps", 100, "--num-minibatches", 7], "error: batch_size 300 (num_envs * num_steps) is not divisible by num_minibatches 7."),
-    (["--clip-c", 2], "error: --clip-c 2.0 is outside [0, 1]"),
-    (["--clip-c=-0.5"], "error: --clip-c -0.5 is outside [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--scenario", "Walker2d", "--agent-conf", "4x2"],
+            "error: Walker2d has no partition '4x2'. Valid partitions of Walker2d: 2x3, 3x2, 6x1.",
+        ),
+        (["--scenario", "Pendulum"], "error: unknown MA-MuJoCo scenario 'Pendulum'. Valid tasks:"),
+        (
+            ["--num-envs", 3, "--num-steps", 100, "--num-minibatches", 7],
+            "error: batch_size 300 (num_envs * num_steps) is not divisible by num_minibatches 7.",
+        ),
+        (["--clip-c", 2], "error: --clip-c 2.0 is outside [0, 1]"),
+        (["--clip-c=-0.5"], "error: --clip-c -0.5 is outside [0, 1]"),
+    ],
+)
 def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
     proc = run_script("a2po_mamujoco", *args, cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode != 0
@@ -226,21 +283,46 @@ def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, conte
 
 # ---------------------------------------------------------------- runs
 def test_workers_exit_when_the_trainer_is_killed(tmp_path):
-    args = ["--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4, "--num-steps", 100, "--eval-episodes", 1]
+    args = [
+        "--scenario",
+        "HalfCheetah",
+        "--agent-conf",
+        "2x3",
+        "--num-envs",
+        4,
+        "--num-steps",
+        100,
+        "--eval-episodes",
+        1,
+    ]
     assert_workers_die_with_trainer("a2po_mamujoco", *args, cwd=tmp_path, num_workers=4, timeout=10)
 
 
 def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
     # 2 envs x 500 steps x 2 iterations: each env hits the 1000-step time limit once (a truncation)
-    run_script("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", *TINY, "--num-steps", 500,
-               "--total-timesteps", 2000, cwd=tmp_path, timeout=240)
+    run_script(
+        "a2po_mamujoco",
+        "--scenario",
+        "HalfCheetah",
+        "--agent-conf",
+        "2x3",
+        *TINY,
+        "--num-steps",
+        500,
+        "--total-timesteps",
+        2000,
+        cwd=tmp_path,
+        timeout=240,
+    )
     run_dir = only_run_dir(tmp_path)
     assert run_dir.name.startswith("HalfCheetah-2x3__a2po_mamujoco__1__")
     scalars = read_scalars(run_dir)
     for key in COMMON_KEYS + ["charts/episodic_return", "a2po/clip_eps_k1", "a2po/clip_eps_k2"]:
         assert key in scalars, key
     assert [v for _, v in scalars["charts/episodic_length"]] == [1000, 1000]
-    assert scalars["a2po/clip_eps_k1"][-1][1] == pytest.approx(0.15) and scalars["a2po/clip_eps_k2"][-1][1] == pytest.approx(0.2)
+    assert scalars["a2po/clip_eps_k1"][-1][1] == pytest.approx(0.15) and scalars["a2po/clip_eps_k2"][-1][
+        1
+    ] == pytest.approx(0.2)
     assert scalars["time/sampling_s"][-1][0] == 2000
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "HalfCheetah-2x3" and summary["algo"] == "a2po" and summary["global_step"] == 2000
@@ -249,8 +331,22 @@ def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
 
 
 def test_smoke_humanoid_17x1(tmp_path):
-    run_script("a2po_mamujoco", "--scenario", "Humanoid", "--agent-conf", "17x1", *TINY, "--num-steps", 100,
-               "--total-timesteps", 400, "--update-epochs", 2, cwd=tmp_path, timeout=240)
+    run_script(
+        "a2po_mamujoco",
+        "--scenario",
+        "Humanoid",
+        "--agent-conf",
+        "17x1",
+        *TINY,
+        "--num-steps",
+        100,
+        "--total-timesteps",
+        400,
+        "--update-epochs",
+        2,
+        cwd=tmp_path,
+        timeout=240,
+    )
     run_dir = only_run_dir(tmp_path)
     assert run_dir.name.startswith("Humanoid-17x1__")
     scalars = read_scalars(run_dir)
@@ -270,8 +366,16 @@ def test_save_and_resume_keep_obs_normalisation_and_global_step(tmp_path):
     assert first["global_step"] == 200 and first["run_name"] == run_dir.name
     count = first["obs_rms"]["count"]
     assert count == pytest.approx(202, abs=1e-3)  # 2 reset observations + 2 envs x 100 steps
-    proc = run_script("a2po_mamujoco", *common, "--total-timesteps", 400, "--resume", run_dir / "checkpoint.pt",
-                      cwd=tmp_path, timeout=240)
+    proc = run_script(
+        "a2po_mamujoco",
+        *common,
+        "--total-timesteps",
+        400,
+        "--resume",
+        run_dir / "checkpoint.pt",
+        cwd=tmp_path,
+        timeout=240,
+    )
     assert "resumed from" in proc.stdout and "global_step=400" in proc.stdout
     assert only_run_dir(tmp_path) == run_dir  # logging continued in the same folder
     second = torch.load(run_dir / "checkpoint.pt", weights_only=False)
@@ -302,8 +406,25 @@ def test_learns_halfcheetah_2x3(tmp_path):
     # best eval of 537, 494, 1477 (the initial mean-action policy gets ~0, uniform random actions ~ -290) and
     # lifted the training return from ~ -300 to +15..+360. The asserts leave ~2x margin on each.
     random_return = random_policy_return("HalfCheetah", "2x3")
-    run_script("a2po_mamujoco", "--scenario", "HalfCheetah", "--agent-conf", "2x3", "--num-envs", 4, "--num-steps", 250,
-               "--total-timesteps", 80_000, "--eval-interval", 10_000, "--eval-episodes", 2, cwd=tmp_path, timeout=300)
+    run_script(
+        "a2po_mamujoco",
+        "--scenario",
+        "HalfCheetah",
+        "--agent-conf",
+        "2x3",
+        "--num-envs",
+        4,
+        "--num-steps",
+        250,
+        "--total-timesteps",
+        80_000,
+        "--eval-interval",
+        10_000,
+        "--eval-episodes",
+        2,
+        cwd=tmp_path,
+        timeout=300,
+    )
     scalars = read_scalars(only_run_dir(tmp_path))
     evals = [v for _, v in scalars["eval/episodic_return"]]
     train = [v for _, v in scalars["charts/episodic_return"]]
@@ -317,8 +438,21 @@ def test_learns_halfcheetah_2x3(tmp_path):
 
 def test_capture_video_writes_one_moving_mp4_per_evaluation(tmp_path):
     # Hopper: the untrained policy falls within a few hundred steps, so the rendered episodes are short
-    run_script("a2po_mamujoco", "--scenario", "Hopper", "--agent-conf", "3x1", *TINY, "--num-steps", 50,
-               "--total-timesteps", 100, "--capture-video", cwd=tmp_path, timeout=240)
+    run_script(
+        "a2po_mamujoco",
+        "--scenario",
+        "Hopper",
+        "--agent-conf",
+        "3x1",
+        *TINY,
+        "--num-steps",
+        50,
+        "--total-timesteps",
+        100,
+        "--capture-video",
+        cwd=tmp_path,
+        timeout=240,
+    )
     videos = sorted((only_run_dir(tmp_path) / "videos").glob("*.mp4"), key=lambda p: int(p.stem.split("_")[1]))
     assert [p.name for p in videos] == ["eval_0.mp4", "eval_100.mp4"]  # the first evaluation and the last
     import imageio.v2 as imageio

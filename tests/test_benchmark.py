@@ -1,6 +1,7 @@
 """benchmark/: the report step on synthetic TensorBoard logs (hand-computed tables, IQM, times), the
 launcher's skip/resume logic, bounded parallelism and Slurm path on a fake script, a dry run of every
 preset whose commands the training scripts accept, and one tiny real launch + report end to end."""
+
 import importlib.util
 import json
 import shlex
@@ -13,9 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import tyro
-from torch.utils.tensorboard import SummaryWriter
-
 from helpers import ROOT, load_script
+from torch.utils.tensorboard import SummaryWriter
 
 
 def load_benchmark(name):
@@ -45,16 +45,29 @@ def fake_run(runs_dir, task, exp_name, seed, scalars, finished=True, unix_time=1
 
 def win_run(runs_dir, task, exp_name, seed, final, **kw):
     """SMAC-like run: an early eval at 0.0 (must not count) and the final eval `final` at step 200."""
-    return fake_run(runs_dir, task, exp_name, seed, {"eval/win_rate": [(0, 0.0), (100, 0.3), (200, final)],
-                                                     "eval/episodic_return": [(0, 0.1), (100, 0.5), (200, 1.5)]}, **kw)
+    return fake_run(
+        runs_dir,
+        task,
+        exp_name,
+        seed,
+        {
+            "eval/win_rate": [(0, 0.0), (100, 0.3), (200, final)],
+            "eval/episodic_return": [(0, 0.1), (100, 0.5), (200, 1.5)],
+        },
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------- report: tables by hand
 @pytest.fixture(scope="module")
 def smac_report(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    finals = {("3m", "mappo_smac-smax-1M"): [0.5, 0.75, 1.0], ("3m", "a2po_smac-smax-1M"): [1.0, 1.0, 1.0],
-              ("3s5z", "mappo_smac-smax-1M"): [0.25, 0.25, 0.5], ("3s5z", "a2po_smac-smax-1M"): [0.5, 0.5, 0.75]}
+    finals = {
+        ("3m", "mappo_smac-smax-1M"): [0.5, 0.75, 1.0],
+        ("3m", "a2po_smac-smax-1M"): [1.0, 1.0, 1.0],
+        ("3s5z", "mappo_smac-smax-1M"): [0.25, 0.25, 0.5],
+        ("3s5z", "a2po_smac-smax-1M"): [0.5, 0.5, 0.75],
+    }
     for (task, exp), values in finals.items():
         for seed, v in enumerate(values, 1):
             win_run(runs, task, exp, seed, v, unix_time=1_700_000_100)
@@ -78,8 +91,13 @@ def test_win_rate_table_median_std_bold_and_overall(smac_report):
 
 
 def test_qmix_is_the_fifth_column_in_the_talks_order(tmp_path):
-    for exp, final in (("qmix_smac-smax-1M", 0.25), ("a2po_smac-smax-1M", 1.0), ("mappo_smac-smax-1M", 0.5),
-                       ("happo_smac-smax-1M", 0.75), ("coppo_smac-smax-1M", 0.5)):
+    for exp, final in (
+        ("qmix_smac-smax-1M", 0.25),
+        ("a2po_smac-smax-1M", 1.0),
+        ("mappo_smac-smax-1M", 0.5),
+        ("happo_smac-smax-1M", 0.75),
+        ("coppo_smac-smax-1M", 0.5),
+    ):
         win_run(tmp_path / "runs", "3m", exp, 1, final)
     report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap-samples", "50"])
     table = (tmp_path / "out" / "smac_win_rate.md").read_text()
@@ -91,7 +109,12 @@ def test_qmix_joins_the_smac_win_rate_presets_but_not_the_speed_preset():
     for preset in ("smac-quick", "smac-paper"):
         cells = launch.preset_cells(preset)
         assert [c.script for c in cells if c.task == "3s5z" and c.seed == 1 and c.tag == "smax"] == [
-            "mappo_smac", "coppo_smac", "happo_smac", "a2po_smac", "qmix_smac"]
+            "mappo_smac",
+            "coppo_smac",
+            "happo_smac",
+            "a2po_smac",
+            "qmix_smac",
+        ]
     assert "qmix_smac" not in {c.script for c in launch.preset_cells("speed")}  # no epochs to equalise
 
 
@@ -110,11 +133,17 @@ def test_learning_curve_pngs_and_their_median_and_band(smac_report):
     for name in ("smac_smax_3m.png", "smac_smax_3s5z.png", "../aggregate_iqm.png"):
         assert (smac_report / "curves" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     steps = np.array([0, 10, 20])
-    series = [(steps, np.array([0.0, 0.2, 0.4])), (steps, np.array([0.0, 0.4, 0.8])), (steps, np.array([0.0, 0.6, 1.0])),
-              (np.array([0, 10]), np.array([0.0, 0.3]))]  # a shorter run: no extrapolation past its end
+    series = [
+        (steps, np.array([0.0, 0.2, 0.4])),
+        (steps, np.array([0.0, 0.4, 0.8])),
+        (steps, np.array([0.0, 0.6, 1.0])),
+        (np.array([0, 10]), np.array([0.0, 0.3])),
+    ]  # a shorter run: no extrapolation past its end
     grid, med, q1, q3 = report.curve_stats(series)
     assert grid.tolist() == [0, 10, 20]
-    assert np.allclose(med, [0.0, 0.35, 0.8]) and np.allclose(q1, [0.0, 0.275, 0.6]) and np.allclose(q3, [0.0, 0.45, 0.9])
+    assert (
+        np.allclose(med, [0.0, 0.35, 0.8]) and np.allclose(q1, [0.0, 0.275, 0.6]) and np.allclose(q3, [0.0, 0.45, 0.9])
+    )
 
 
 def test_iqm_and_stratified_bootstrap_by_hand(smac_report):
@@ -134,31 +163,50 @@ def test_iqm_and_stratified_bootstrap_by_hand(smac_report):
 def test_training_time_table_normalised_to_mappo(tmp_path):
     def timed(exp, sampling, updating):
         steps = [3200 * (i + 1) for i in range(len(sampling))]
-        fake_run(tmp_path / "runs", "3s5z", exp, 1, {"time/sampling_s": list(zip(steps, sampling)),
-                                                     "time/updating_s": list(zip(steps, updating)),
-                                                     "eval/win_rate": [(steps[-1], 0.0)]})
+        fake_run(
+            tmp_path / "runs",
+            "3s5z",
+            exp,
+            1,
+            {
+                "time/sampling_s": list(zip(steps, sampling)),
+                "time/updating_s": list(zip(steps, updating)),
+                "eval/win_rate": [(steps[-1], 0.0)],
+            },
+        )
 
     timed("mappo_smac-smax-32k", [10.0, 1.0, 1.0], [5.0, 0.5, 0.5])  # first iteration (compile) left out: 2 + 1
     timed("a2po_smac-smax-32k", [10.0, 1.2, 1.2], [5.0, 1.05, 1.05])  # 2.4 + 2.1 = 4.5 = 1.50 x MAPPO
     # the speed preset's GRF run: no evaluation at all, only A2PO -> absolute times, no curve, no return table
-    fake_run(tmp_path / "runs", "5_vs_5", "a2po_grf-20k", 1, {"time/sampling_s": [(1, 9.0), (2, 60.0), (3, 60.0)],
-                                                              "time/updating_s": [(1, 9.0), (2, 30.0), (3, 30.0)]})
+    fake_run(
+        tmp_path / "runs",
+        "5_vs_5",
+        "a2po_grf-20k",
+        1,
+        {"time/sampling_s": [(1, 9.0), (2, 60.0), (3, 60.0)], "time/updating_s": [(1, 9.0), (2, 30.0), (3, 30.0)]},
+    )
     out = tmp_path / "out"
     report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     table = (out / "training_time.md").read_text()
     assert "| 3s5z (smax) | 1.00 (0.67+0.33)<br>3s (2s+1s) | 1.50 (0.80+0.70)<br>4s (2s+2s) | 2 |" in table
     assert "| 5_vs_5 | – | 3m00s (2m00s+1m00s) | 2 |" in table
     assert not (out / "mamujoco_return.md").exists() and sorted(p.name for p in (out / "curves").iterdir()) == [
-        "smac_smax_3s5z.png"]
+        "smac_smax_3s5z.png"
+    ]
     data = json.loads((out / "results.json").read_text())["training_time"]["3s5z (smax)"]["a2po"]
     assert data["normalised"] == pytest.approx(1.5) and data["sampling_s"] == pytest.approx(2.4)
 
 
 def test_grf_behaviour_table_uses_the_final_evaluation_only(tmp_path):
     def grf(exp, seed, goals, lost, rate_at_end):
-        scalars = {"eval/win_rate": [(100, 0.0), (200, 1.0)], "eval/goals": [(100, 0.0), (200, goals)],
-                   "eval/lost": [(200, lost)], "eval/assists": [(200, 0.5)], "eval/passes_completed": [(200, 3.0)],
-                   "eval/pass_rate": [(100, 0.9)] + ([(200, rate_at_end)] if rate_at_end is not None else [])}
+        scalars = {
+            "eval/win_rate": [(100, 0.0), (200, 1.0)],
+            "eval/goals": [(100, 0.0), (200, goals)],
+            "eval/lost": [(200, lost)],
+            "eval/assists": [(200, 0.5)],
+            "eval/passes_completed": [(200, 3.0)],
+            "eval/pass_rate": [(100, 0.9)] + ([(200, rate_at_end)] if rate_at_end is not None else []),
+        }
         fake_run(tmp_path / "runs", "5_vs_5", exp, seed, scalars)
 
     grf("a2po_grf-1M", 1, 9.0, 1.0, 0.6)
@@ -187,8 +235,11 @@ def test_sc2_and_smax_runs_get_separate_tables_and_aggregates(tmp_path):
     assert "| 3s5z | **37.5 (12.5)** | 2 |" in smax and "MMM" not in smax
     agg = json.loads((out / "results.json").read_text())["aggregate_iqm"]
     assert agg["smac/smax"]["mappo"]["iqm"] == pytest.approx(0.375) and agg["smac/sc2"]["mappo"]["tasks"] == 2
-    assert sorted(p.name for p in (out / "curves").iterdir()) == ["smac_sc2_3s5z.png", "smac_sc2_MMM.png",
-                                                                  "smac_smax_3s5z.png"]
+    assert sorted(p.name for p in (out / "curves").iterdir()) == [
+        "smac_sc2_3s5z.png",
+        "smac_sc2_MMM.png",
+        "smac_smax_3s5z.png",
+    ]
 
 
 # ---------------------------------------------------------------- launcher
@@ -200,8 +251,11 @@ def test_skip_finished_and_resume_logic(tmp_path):
     fake("3m__mappo_smac-smax-300k__10__1700000000")  # seed 10, not seed 1
     fake("3m__mappo_smac-smax-1M__1__1700000000")  # another budget
     fake("3m__coppo_smac-smax-300k__1__1700000000")  # another algorithm
-    for name in ("3m__mappo_smac-smax-300k__10__1700000000", "3m__mappo_smac-smax-1M__1__1700000000",
-                 "3m__coppo_smac-smax-300k__1__1700000000"):
+    for name in (
+        "3m__mappo_smac-smax-300k__10__1700000000",
+        "3m__mappo_smac-smax-1M__1__1700000000",
+        "3m__coppo_smac-smax-300k__1__1700000000",
+    ):
         (tmp_path / name / "summary.json").write_text("{}")
     assert launch.cell_state(cell, tmp_path) == ("new", None)
     killed = tmp_path / "3m__mappo_smac-smax-300k__1__1700000100"
@@ -213,8 +267,15 @@ def test_skip_finished_and_resume_logic(tmp_path):
     assert launch.cell_state(cell, tmp_path) == ("done", killed)
 
 
-PRESET_SIZES = {"smac-quick": 45, "smac-paper": 500, "mamujoco-quick": 42, "mamujoco-paper": 70, "grf-quick": 6,
-                "grf-paper": 10, "speed": 10}
+PRESET_SIZES = {
+    "smac-quick": 45,
+    "smac-paper": 500,
+    "mamujoco-quick": 42,
+    "mamujoco-paper": 70,
+    "grf-quick": 6,
+    "grf-paper": 10,
+    "speed": 10,
+}
 
 
 def test_dry_run_of_every_preset_lists_commands_the_scripts_accept(tmp_path, capsys):
@@ -247,7 +308,9 @@ def test_smac_paper_grid_is_the_talks_maps_and_budgets():
     cells = launch.preset_cells("smac-paper")
     sc2 = {c.task: c.total_timesteps for c in cells if c.tag == "sc2"}
     smax = {c.task for c in cells if c.tag == "smax"}
-    assert len(sc2) == 12 and sc2["MMM"] == 5_000_000 and sc2["6h_vs_8z"] == 15_000_000 and sc2["corridor"] == 10_000_000
+    assert (
+        len(sc2) == 12 and sc2["MMM"] == 5_000_000 and sc2["6h_vs_8z"] == 15_000_000 and sc2["corridor"] == 10_000_000
+    )
     assert smax == set(sc2) - {"MMM", "MMM2", "corridor", "2c_vs_64zg"}
     assert smax <= set(load_script("mappo_smac").SMAX_EPISODE_LIMITS)
     assert {c.seed for c in cells} == {1, 2, 3, 4, 5}
@@ -255,7 +318,7 @@ def test_smac_paper_grid_is_the_talks_maps_and_budgets():
     assert len(speed) == 4 and len({c.extra for c in speed}) == 1 and "--update-epochs" in speed[0].extra
 
 
-FAKE_SCRIPT = '''
+FAKE_SCRIPT = """
 import json, os, sys, time
 a = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 with open(os.path.join(os.path.dirname(__file__), "spans.txt"), "a") as f:
@@ -268,7 +331,7 @@ if a["--seed"] == "3":
 d = os.path.join(a["--runs-dir"], f'{a["--map-name"]}__{a["--exp-name"]}__{a["--seed"]}__{int(time.time())}')
 os.makedirs(d)
 open(os.path.join(d, "summary.json"), "w").write("{}")
-'''
+"""
 
 
 def test_local_backend_bounds_parallel_runs_and_reports_failures(tmp_path):
@@ -278,7 +341,9 @@ def test_local_backend_bounds_parallel_runs_and_reports_failures(tmp_path):
     results = launch.run_local([(c, None) for c in cells], runs, max_parallel=2, root=tmp_path)
     assert sorted((c.seed, ok) for c, ok, _ in results) == [(1, True), (2, True), (3, False), (4, True), (5, True)]
     assert "seed 3 fails" in launch.log_path(cells[2], runs).read_text()
-    events = sorted((float(t), kind) for kind, t in (line.split() for line in (tmp_path / "spans.txt").read_text().splitlines()))
+    events = sorted(
+        (float(t), kind) for kind, t in (line.split() for line in (tmp_path / "spans.txt").read_text().splitlines())
+    )
     running, peak = 0, 0
     for _, kind in events:
         running += 1 if kind == "start" else -1
@@ -292,8 +357,15 @@ def test_slurm_backend_submits_through_submitit(tmp_path):
     (tmp_path / "mappo_smac.py").write_text(FAKE_SCRIPT)
     runs = tmp_path / "runs"
     cells = [launch.Cell("mappo_smac", "3m", ("--map-name", "3m"), s, 100, tag="smax") for s in (1, 2)]
-    opts = SimpleNamespace(slurm_cluster="debug", slurm_job_name="t", slurm_time_min=5, slurm_cpus=1, slurm_gpus=0,
-                           slurm_mem_gb=1, slurm_partition=None)
+    opts = SimpleNamespace(
+        slurm_cluster="debug",
+        slurm_job_name="t",
+        slurm_time_min=5,
+        slurm_cpus=1,
+        slurm_gpus=0,
+        slurm_mem_gb=1,
+        slurm_partition=None,
+    )
     jobs = launch.run_slurm([(c, None) for c in cells], runs, 2, opts, root=tmp_path)
     for job in jobs:
         job.result()
@@ -305,8 +377,26 @@ def test_tiny_launch_resumes_and_reports_end_to_end(tmp_path, capsys):
     if not (ROOT / "mappo_smac.py").exists():
         pytest.skip("mappo_smac.py missing")
     runs, out = tmp_path / "runs", tmp_path / "out"
-    argv = ["smac-quick", "--tasks", "3m", "--algos", "mappo", "--seeds", "1", "--total-timesteps", "80",
-            "--runs-dir", str(runs), "--", "--num-envs", "4", "--num-steps", "20", "--eval-episodes", "2"]
+    argv = [
+        "smac-quick",
+        "--tasks",
+        "3m",
+        "--algos",
+        "mappo",
+        "--seeds",
+        "1",
+        "--total-timesteps",
+        "80",
+        "--runs-dir",
+        str(runs),
+        "--",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "20",
+        "--eval-episodes",
+        "2",
+    ]
     start = time.time()
     assert launch.main(argv) == 0, capsys.readouterr().out
     folders = [d for d in runs.iterdir() if d.name.startswith("3m__mappo_smac-smax-80-")]
@@ -324,7 +414,9 @@ def test_tiny_launch_resumes_and_reports_end_to_end(tmp_path, capsys):
 def test_report_copies_itself_into_a_readme_between_markers(smac_report, tmp_path):
     readme = tmp_path / "docs" / "README.md"
     readme.parent.mkdir()
-    readme.write_text("# Bench\n\n## Latest results\n\n<!-- report:smac -->\nold table\n<!-- /report:smac -->\n\nafter\n")
+    readme.write_text(
+        "# Bench\n\n## Latest results\n\n<!-- report:smac -->\nold table\n<!-- /report:smac -->\n\nafter\n"
+    )
     out = tmp_path / "smac"
     runs = smac_report.parent / "runs_for_readme"
     win_run(runs, "3m", "mappo_smac-smax-1M", 1, 0.5)
@@ -351,8 +443,13 @@ def test_report_copies_itself_into_a_readme_between_markers(smac_report, tmp_pat
 
 
 def test_commit_is_flagged_for_code_changes_but_not_for_the_reports_own_outputs(tmp_path):
-    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True,  # noqa: E731
-                                    text=True).stdout.strip()
+    git = lambda *a: subprocess.run(
+        ["git", *a],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,  # noqa: E731
+        text=True,
+    ).stdout.strip()
     git("init", "-q")
     (tmp_path / "benchmark" / "results").mkdir(parents=True)
     for name in ("a2po_smac.py", "benchmark/README.md", "benchmark/results/report.md"):

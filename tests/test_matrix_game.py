@@ -7,9 +7,9 @@ non-stationarity of the talk); a sequential update lets the second agent see the
 policy through the ratio product, and they coordinate. The expectation over joint actions is exact,
 so the test is deterministic.
 """
+
 import pytest
 import torch
-
 from helpers import load_script, matrix_game_ppo
 
 PAYOFF = [[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 0.0]]
@@ -28,6 +28,7 @@ def surrogate(name):
     def a2po(lr, adv, mask, pos):  # eps_i = C(eps, k) for the agent being updated
         eps = torch.full((2,), m.adaptive_clip(0.2, pos["position"], 2, 0.5))
         return m.surrogate_loss(lr, adv, mask, eps)[0]
+
     return a2po
 
 

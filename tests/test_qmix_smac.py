@@ -1,12 +1,12 @@
 """qmix_smac.py: the mixer's monotonicity, the TD target by hand, action masking, the episode buffer, and
 runs of the script (smoke, resume with and without the buffer, bad input). Its learning test is in
 tests/test_smac_learning.py, its shared sections in tests/test_smac_shared_sections.py."""
+
 import json
 
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import load_script, only_run_dir, read_scalars, run_script
 
 
@@ -73,15 +73,23 @@ class SumMixer(nn.Module):
 
 def two_step_episode():
     """One episode of two steps (t=1 terminal) padded with a third, 2 agents, 3 actions; time-major (L, B=1)."""
-    q = torch.tensor([
-        [[1.0, 2.0, 3.0], [0.5, 0.0, 4.0]],  # t=0
-        [[9.0, 1.0, 2.0], [3.0, 5.0, 7.0]],  # t=1: agent 0's best action (0) is unavailable
-        [[50.0, 60.0, 70.0], [80.0, 90.0, 99.0]],  # t=2: padding, must not count
-    ]).unsqueeze(1)
+    q = torch.tensor(
+        [
+            [[1.0, 2.0, 3.0], [0.5, 0.0, 4.0]],  # t=0
+            [[9.0, 1.0, 2.0], [3.0, 5.0, 7.0]],  # t=1: agent 0's best action (0) is unavailable
+            [[50.0, 60.0, 70.0], [80.0, 90.0, 99.0]],  # t=2: padding, must not count
+        ]
+    ).unsqueeze(1)
     avail = torch.tensor([[[1, 1, 1], [1, 1, 1]], [[0, 1, 1], [1, 1, 1]], [[0, 0, 0], [0, 0, 0]]], dtype=torch.bool)
-    return dict(actor_x=q, avail=avail.unsqueeze(1), actions=torch.tensor([[[2, 1]], [[1, 2]], [[0, 0]]]),
-                state=torch.tensor([[0.5], [1.0], [0.0]]).unsqueeze(1), rewards=torch.tensor([[1.0], [2.0], [0.0]]),
-                filled=torch.tensor([[1.0], [1.0], [0.0]]), terminated=torch.tensor([[0.0], [1.0], [0.0]]))
+    return dict(
+        actor_x=q,
+        avail=avail.unsqueeze(1),
+        actions=torch.tensor([[[2, 1]], [[1, 2]], [[0, 0]]]),
+        state=torch.tensor([[0.5], [1.0], [0.0]]).unsqueeze(1),
+        rewards=torch.tensor([[1.0], [2.0], [0.0]]),
+        filled=torch.tensor([[1.0], [1.0], [0.0]]),
+        terminated=torch.tensor([[0.0], [1.0], [0.0]]),
+    )
 
 
 def test_td_target_by_hand_with_a_terminal_and_a_padded_step(qmix):
@@ -170,8 +178,24 @@ def test_buffer_pads_marks_and_overwrites_the_oldest_episode(qmix):
 
 
 # ---------------------------------------------------------------- runs of the script
-SMOKE = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "240", "--eval-episodes", "2",
-         "--eval-interval", "80", "--batch-episodes", "4", "--buffer-size", "16"]
+SMOKE = [
+    "--map-name",
+    "3m",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "20",
+    "--total-timesteps",
+    "240",
+    "--eval-episodes",
+    "2",
+    "--eval-interval",
+    "80",
+    "--batch-episodes",
+    "4",
+    "--buffer-size",
+    "16",
+]
 
 
 def test_smoke_run_trains_logs_every_key_and_writes_a_summary(tmp_path):
@@ -179,9 +203,20 @@ def test_smoke_run_trains_logs_every_key_and_writes_a_summary(tmp_path):
     assert "iter 3/3" in proc.stdout and "replay buffer: 16 episodes x 61 steps" in proc.stdout
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
-    for key in ("charts/SPS", "charts/epsilon", "eval/win_rate", "eval/episodic_return", "losses/td_loss",
-                "losses/td_error_abs", "losses/q_taken_mean", "losses/target_mean", "losses/grad_norm",
-                "qmix/gradient_steps", "time/sampling_s", "time/updating_s"):
+    for key in (
+        "charts/SPS",
+        "charts/epsilon",
+        "eval/win_rate",
+        "eval/episodic_return",
+        "losses/td_loss",
+        "losses/td_error_abs",
+        "losses/q_taken_mean",
+        "losses/target_mean",
+        "losses/grad_norm",
+        "qmix/gradient_steps",
+        "time/sampling_s",
+        "time/updating_s",
+    ):
         assert key in scalars, f"{key} missing from {sorted(scalars)}"
     assert [s for s, _ in scalars["time/updating_s"]] == [80, 160, 240]
     assert scalars["qmix/gradient_steps"][-1][1] >= 1, "random play on 3m ends more than 4 episodes in 60 steps"
@@ -189,8 +224,23 @@ def test_smoke_run_trains_logs_every_key_and_writes_a_summary(tmp_path):
     assert summary["global_step"] == 240 and 0.0 <= summary["final_eval"]["win_rate"] <= 1.0
 
 
-RESUME = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--eval-episodes", "2", "--eval-interval", "80",
-          "--batch-episodes", "4", "--buffer-size", "16", "--save-model"]
+RESUME = [
+    "--map-name",
+    "3m",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "20",
+    "--eval-episodes",
+    "2",
+    "--eval-interval",
+    "80",
+    "--batch-episodes",
+    "4",
+    "--buffer-size",
+    "16",
+    "--save-model",
+]
 
 
 @pytest.mark.parametrize("save_buffer", [True, False])
@@ -201,8 +251,9 @@ def test_resume_continues_from_the_checkpoint_with_or_without_the_buffer(tmp_pat
     ckpt = torch.load(ckpt_path, weights_only=False)
     assert ckpt["global_step"] == 160 and ckpt["episodes"] >= 4
     assert (ckpt["buffer"] is not None) == save_buffer
-    out = run_script("qmix_smac", *flags, "--total-timesteps", 320, "--resume", ckpt_path, cwd=tmp_path,
-                     timeout=300).stdout
+    out = run_script(
+        "qmix_smac", *flags, "--total-timesteps", 320, "--resume", ckpt_path, cwd=tmp_path, timeout=300
+    ).stdout
     assert "at global_step=160" in out
     if save_buffer:
         assert f"replay buffer restored: {min(ckpt['episodes'], 16)} episodes" in out
@@ -218,13 +269,27 @@ def test_resume_continues_from_the_checkpoint_with_or_without_the_buffer(tmp_pat
     assert 160 in steps and 320 in steps
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--batch-episodes", "64", "--buffer-size", "32"], "is larger than --buffer-size"),
-    (["--train-steps-per-rollout", "0"], "must be positive"),
-    (["--save-buffer"], "--save-buffer only adds the buffer to the checkpoints of --save-model"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-episodes", "64", "--buffer-size", "32"], "is larger than --buffer-size"),
+        (["--train-steps-per-rollout", "0"], "must be positive"),
+        (["--save-buffer"], "--save-buffer only adds the buffer to the checkpoints of --save-model"),
+    ],
+)
 def test_bad_qmix_flags_are_one_clear_line(flags, message, tmp_path):
-    proc = run_script("qmix_smac", "--map-name", "3m", "--num-envs", "2", "--eval-episodes", "2", *flags,
-                      cwd=tmp_path, timeout=120, check=False)
+    proc = run_script(
+        "qmix_smac",
+        "--map-name",
+        "3m",
+        "--num-envs",
+        "2",
+        "--eval-episodes",
+        "2",
+        *flags,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode != 0
     assert message in proc.stdout and "Traceback" not in proc.stdout, proc.stdout[-2000:]

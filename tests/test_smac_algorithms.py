@@ -1,11 +1,11 @@
 """Each algorithm's own parts on small hand-made tensors: surrogates, PreOPC, order, adaptive clip."""
+
 import math
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from helpers import ROOT, load_script
 
 R = torch.tensor([1.3, 0.7, 1.05])  # ratios of agents 0, 1, 2 at one (t, env)
@@ -19,23 +19,30 @@ def scripts():
 
 def call(scripts, name, logratio, adv, mask):
     m = scripts[name]
-    extra = {"mappo_smac": (0.2,), "coppo_smac": (0.2, 0.1), "happo_smac": (0.2,),
-             "a2po_smac": (torch.tensor([0.2, 0.1, 0.15]),)}[name]
+    extra = {
+        "mappo_smac": (0.2,),
+        "coppo_smac": (0.2, 0.1),
+        "happo_smac": (0.2,),
+        "a2po_smac": (torch.tensor([0.2, 0.1, 0.15]),),
+    }[name]
     return m.surrogate_loss(logratio.view(1, 1, 3), adv.view(1, 1, 3), mask.view(1, 1, 3), *extra)[0]
 
 
-@pytest.mark.parametrize("name, expected", [
-    # each agent alone: min(1.3*1, 1.2*1) = 1.2;  min(0.7*-2, 0.8*-2) = -1.6;  1.05*0.5 = 0.525
-    ("mappo_smac", -(1.2 - 1.6 + 0.525) / 3),
-    # l_i = r_i * clip(prod_others, 0.9, 1.1): 1.3*0.9 = 1.17 -> 1.17;  0.7*1.1 = 0.77 -> clip 0.8 -> -1.6;
-    # 1.05*0.91 = 0.9555 -> 0.477750
-    ("coppo_smac", -(1.17 - 1.6 + 0.47775) / 3),
-    # M_i = prod_others unclipped (0.735, 1.365, 0.91) times the PPO terms (1.2, -1.6, 0.525)
-    ("happo_smac", -(0.735 * 1.2 - 1.365 * 1.6 + 0.91 * 0.525) / 3),
-    # eps = (0.2, 0.1, 0.15): g = clip(prod_others, 1 +- eps/2) = (0.9, 1.05, 0.925);
-    # l = (1.17, 0.735, 0.97125) -> min(l A, clip(l, 1 +- eps) A) = (1.17, -1.8, 0.485625)
-    ("a2po_smac", -(1.17 - 1.8 + 0.485625) / 3),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # each agent alone: min(1.3*1, 1.2*1) = 1.2;  min(0.7*-2, 0.8*-2) = -1.6;  1.05*0.5 = 0.525
+        ("mappo_smac", -(1.2 - 1.6 + 0.525) / 3),
+        # l_i = r_i * clip(prod_others, 0.9, 1.1): 1.3*0.9 = 1.17 -> 1.17;  0.7*1.1 = 0.77 -> clip 0.8 -> -1.6;
+        # 1.05*0.91 = 0.9555 -> 0.477750
+        ("coppo_smac", -(1.17 - 1.6 + 0.47775) / 3),
+        # M_i = prod_others unclipped (0.735, 1.365, 0.91) times the PPO terms (1.2, -1.6, 0.525)
+        ("happo_smac", -(0.735 * 1.2 - 1.365 * 1.6 + 0.91 * 0.525) / 3),
+        # eps = (0.2, 0.1, 0.15): g = clip(prod_others, 1 +- eps/2) = (0.9, 1.05, 0.925);
+        # l = (1.17, 0.735, 0.97125) -> min(l A, clip(l, 1 +- eps) A) = (1.17, -1.8, 0.485625)
+        ("a2po_smac", -(1.17 - 1.8 + 0.485625) / 3),
+    ],
+)
 def test_surrogate_value_by_hand(scripts, name, expected):
     loss = call(scripts, name, R.log(), A, torch.ones(3))
     assert loss.item() == pytest.approx(expected, abs=1e-6)
@@ -72,8 +79,15 @@ def test_preopc_equals_gae_when_ratios_are_one(a2po):
 def hand_case(a2po, ratios, continues=(1.0, 1.0, 1.0)):
     rewards = torch.tensor([[1.0], [0.0], [2.0]])
     values = torch.tensor([0.5, 1.0, -1.0]).view(3, 1, 1)
-    return a2po.compute_preopc(rewards, values, torch.tensor([[4.0]]), torch.tensor(continues).view(3, 1),
-                               torch.tensor(ratios).view(3, 1, 1), 0.9, 0.8).flatten()
+    return a2po.compute_preopc(
+        rewards,
+        values,
+        torch.tensor([[4.0]]),
+        torch.tensor(continues).view(3, 1),
+        torch.tensor(ratios).view(3, 1, 1),
+        0.9,
+        0.8,
+    ).flatten()
 
 
 def test_preopc_by_hand_with_ratios_above_and_below_one(a2po):
@@ -166,10 +180,20 @@ def test_preopc_bootstrap_comes_from_the_current_critic(a2po, recurrent):
             h_a.append(actor(actor_x[t : t + 1].reshape(1, E * n, d), h_a[-1], seq[t : t + 1])[1])
         full = critic(critic_x.reshape(T + 1, E * n, d), torch.zeros(E * n, 8), seq)[0].view(T + 1, E, n)
         critic.head.bias += 0.5
-    buf = dict(actor_x=actor_x, critic_x=critic_x[:T], avail=torch.ones(T, E, n, A, dtype=torch.bool),
-               actions=torch.randint(A, (T, E, n)), logprobs=torch.zeros(T, E, n), values=torch.zeros(T, E, n),
-               alive=torch.ones(T, E, n), starts=starts[:T], rewards=torch.randn(T, E), continues=1.0 - starts[1:],
-               h_actor=torch.stack(h_a[:T]).view(T, E, n, 8), h_critic=torch.stack(h_c[:T]).view(T, E, n, 8))
+    buf = dict(
+        actor_x=actor_x,
+        critic_x=critic_x[:T],
+        avail=torch.ones(T, E, n, A, dtype=torch.bool),
+        actions=torch.randint(A, (T, E, n)),
+        logprobs=torch.zeros(T, E, n),
+        values=torch.zeros(T, E, n),
+        alive=torch.ones(T, E, n),
+        starts=starts[:T],
+        rewards=torch.randn(T, E),
+        continues=1.0 - starts[1:],
+        h_actor=torch.stack(h_a[:T]).view(T, E, n, 8),
+        h_critic=torch.stack(h_c[:T]).view(T, E, n, 8),
+    )
     data = {k: a2po.to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
     data.update(h_actor=a2po.chunk_starts(buf["h_actor"], L), h_critic=a2po.chunk_starts(buf["h_critic"], L))
     adv, values, _ = a2po.preopc_advantages(actor, critic, value_norm, data, buf, critic_x[T], starts[T], args)
@@ -204,10 +228,33 @@ print("steps", counts[1e-3], counts[2e-3])
 @pytest.mark.parametrize("flag, critic_steps_per_actor_step", [("--two-stage-critic", 2), ("--no-two-stage-critic", 1)])
 def test_without_the_two_stage_critic_no_critic_only_pass_runs(tmp_path, flag, critic_steps_per_actor_step):
     # 3m, 4 envs x 20 steps, 1 minibatch, 2 epochs in 2 blocks: 2 stages of one actor + critic step each
-    flags = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "80", "--eval-episodes",
-             "1", "--update-epochs", "2", "--learning-rate", "1e-3", "--critic-learning-rate", "2e-3", flag]
-    proc = subprocess.run([sys.executable, "-c", COUNT_OPTIMIZER_STEPS, str(ROOT / "a2po_smac.py"), *flags],
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    flags = [
+        "--map-name",
+        "3m",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "20",
+        "--total-timesteps",
+        "80",
+        "--eval-episodes",
+        "1",
+        "--update-epochs",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--critic-learning-rate",
+        "2e-3",
+        flag,
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNT_OPTIMIZER_STEPS, str(ROOT / "a2po_smac.py"), *flags],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     actor_steps, critic_steps = map(int, proc.stdout.strip().splitlines()[-1].split()[1:])
     assert actor_steps == 2 and critic_steps == critic_steps_per_actor_step * actor_steps

@@ -3,6 +3,7 @@
 Each test runs against all four SMAC scripts that exist, so a shared part that breaks in one file
 breaks its test (tests/test_smac_shared_sections.py separately proves the texts are identical).
 """
+
 import json
 import os
 import signal
@@ -14,7 +15,6 @@ import types
 import numpy as np
 import pytest
 import torch
-
 from helpers import ROOT, is_running, load_script, only_run_dir, read_scalars, run_script
 
 SCRIPTS = [s for s in ("mappo_smac", "coppo_smac", "happo_smac", "a2po_smac") if (ROOT / f"{s}.py").exists()]
@@ -44,8 +44,20 @@ def test_gae_broadcasts_team_reward_over_agents(mappo):
     values = torch.randn(4, 2, 3)
     bootstrap = torch.randn(2, 3)
     adv = mappo.compute_gae(rewards, values, bootstrap, continues, 0.99, 0.95)
-    per_agent = torch.stack([mappo.compute_gae(rewards.unsqueeze(-1), values[..., i:i + 1], bootstrap[:, i:i + 1],
-                                               continues.unsqueeze(-1), 0.99, 0.95)[..., 0] for i in range(3)], -1)
+    per_agent = torch.stack(
+        [
+            mappo.compute_gae(
+                rewards.unsqueeze(-1),
+                values[..., i : i + 1],
+                bootstrap[:, i : i + 1],
+                continues.unsqueeze(-1),
+                0.99,
+                0.95,
+            )[..., 0]
+            for i in range(3)
+        ],
+        -1,
+    )
     assert adv.shape == (4, 2, 3) and torch.allclose(adv, per_agent)
 
 
@@ -221,7 +233,11 @@ def test_smacv2_scenarios_get_smacv2s_published_settings(mappo, monkeypatch):
         assert kwargs == dict(map_name=f"10gen_{race}", seed=7, use_unit_ranges=True, obs_own_pos=True)
         assert (config["n_units"], config["n_enemies"]) == (10, 11)
         team_gen = config["team_gen"]
-        assert (team_gen["dist_type"], team_gen["unit_types"], team_gen["weights"]) == ("weighted_teams", units, weights)
+        assert (team_gen["dist_type"], team_gen["unit_types"], team_gen["weights"]) == (
+            "weighted_teams",
+            units,
+            weights,
+        )
         assert team_gen["observe"] and (team_gen.get("exception_unit_types") or None) == exceptions
         assert config["start_positions"] == dict(dist_type="surrounded_and_reflect", p=0.5, map_x=32, map_y=32)
     mappo.make_sc2_env("3s5z", seed=7)
@@ -279,16 +295,21 @@ def test_sc2_protocol_modules_load_in_a_worker_after_the_trainer_loaded_tensorbo
     """requirements-sc2.txt's pysc2 and s2clientprotocol next to requirements.txt's protobuf and TensorBoard."""
     code = PROTOCOL_TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path))
     env = {k: v for k, v in os.environ.items() if k != "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "trainer and worker ok" in proc.stdout, proc.stdout[-3000:]
     assert read_scalars(tmp_path)["charts/SPS"] == [(0, 1.0)]
 
 
 @pytest.mark.parametrize("end", ["kill -9", "exception"])
 def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
-    code = TRAINER.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(tmp_path),
-                          end="time.sleep(600)" if end == "kill -9" else "raise RuntimeError('the trainer fails')")
+    code = TRAINER.format(
+        tests=str(ROOT / "tests"),
+        root=str(ROOT),
+        out=str(tmp_path),
+        end="time.sleep(600)" if end == "kill -9" else "raise RuntimeError('the trainer fails')",
+    )
     with open(tmp_path / "stderr", "w") as stderr:
         trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True)
     pids = [int(p) for p in trainer.stdout.readline().split()]
@@ -312,8 +333,10 @@ def test_sc2_workers_close_their_games_and_exit_with_the_trainer(end, tmp_path):
 SHARED_ERRORS = [  # from the shared argument handling and make_envs: every SMAC script, QMIX too
     (["--map-name", "nonexistent_map"], "unknown map 'nonexistent_map'"),
     (["--map-name", "MMM2"], "--env-backend sc2"),
-    (["--env-backend", "sc2", "--map-name", "3m"],
-     "pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git"),
+    (
+        ["--env-backend", "sc2", "--map-name", "3m"],
+        "pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git",
+    ),
 ]
 PPO_ERRORS = [  # flags QMIX does not have (it trains on whole episodes)
     (["--num-steps", "95"], "not a multiple of --data-chunk-length"),
@@ -321,9 +344,11 @@ PPO_ERRORS = [  # flags QMIX does not have (it trains on whole episodes)
 ]
 
 
-@pytest.mark.parametrize("script, flags, message",
-                         [(s, f, m) for s in SCRIPTS + ["qmix_smac"] for f, m in SHARED_ERRORS]
-                         + [(s, f, m) for s in SCRIPTS for f, m in PPO_ERRORS])
+@pytest.mark.parametrize(
+    "script, flags, message",
+    [(s, f, m) for s in SCRIPTS + ["qmix_smac"] for f, m in SHARED_ERRORS]
+    + [(s, f, m) for s in SCRIPTS for f, m in PPO_ERRORS],
+)
 def test_bad_input_is_one_clear_line(script, flags, message, tmp_path):
     proc = run_script(script, *flags, cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode != 0
@@ -356,8 +381,22 @@ def test_map_presets_fill_only_what_the_user_did_not_give(script, monkeypatch):
 
 
 # ---------------------------------------------------------------- smoke, logging, checkpoints
-SMOKE = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "240",
-         "--eval-episodes", "2", "--eval-interval", "80", "--update-epochs", "2"]
+SMOKE = [
+    "--map-name",
+    "3m",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "20",
+    "--total-timesteps",
+    "240",
+    "--eval-episodes",
+    "2",
+    "--eval-interval",
+    "80",
+    "--update-epochs",
+    "2",
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -366,9 +405,19 @@ def test_smoke_run_logs_every_key_and_writes_a_summary(script, tmp_path):
     assert "iter 3/3" in proc.stdout
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
-    for key in ("charts/SPS", "eval/win_rate", "eval/episodic_return", "losses/policy_loss", "losses/value_loss",
-                "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
-                "time/sampling_s", "time/updating_s"):
+    for key in (
+        "charts/SPS",
+        "eval/win_rate",
+        "eval/episodic_return",
+        "losses/policy_loss",
+        "losses/value_loss",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "time/sampling_s",
+        "time/updating_s",
+    ):
         assert key in scalars, f"{key} missing from {sorted(scalars)}"
     assert [s for s, _ in scalars["time/updating_s"]] == [80, 160, 240]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -376,12 +425,28 @@ def test_smoke_run_logs_every_key_and_writes_a_summary(script, tmp_path):
 
 
 def test_resume_after_a_kill_continues_from_the_checkpoint(tmp_path):
-    common = ["--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--eval-episodes", "2",
-              "--eval-interval", "160", "--save-model"]
+    common = [
+        "--map-name",
+        "3m",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "20",
+        "--eval-episodes",
+        "2",
+        "--eval-interval",
+        "160",
+        "--save-model",
+    ]
     args = [*common, "--total-timesteps", "100000"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mappo_smac.py"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "mappo_smac.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -397,8 +462,9 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(tmp_path):
     ckpt = torch.load(ckpts[0], weights_only=False)
     saved_step = ckpt["global_step"]
     target = saved_step + 160
-    out = run_script("mappo_smac", *common, "--total-timesteps", target, "--resume", ckpts[0], cwd=tmp_path,
-                     timeout=240).stdout
+    out = run_script(
+        "mappo_smac", *common, "--total-timesteps", target, "--resume", ckpts[0], cwd=tmp_path, timeout=240
+    ).stdout
     assert f"at global_step={saved_step}" in out
     run_dir = only_run_dir(tmp_path)  # the resumed run logs into the same folder
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -409,8 +475,22 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(tmp_path):
     assert resumed["global_step"] == target and resumed["iteration"] == ckpt["iteration"] + 2
 
 
-AGENTS = {"3m": 3, "8m": 8, "5m_vs_6m": 5, "8m_vs_9m": 8, "10m_vs_11m": 10, "27m_vs_30m": 27, "3s5z": 8,
-          "3s5z_vs_3s6z": 8, "3s_vs_5z": 3, "6h_vs_8z": 6, "MMM": 10, "MMM2": 10, "corridor": 6, "2c_vs_64zg": 2}
+AGENTS = {
+    "3m": 3,
+    "8m": 8,
+    "5m_vs_6m": 5,
+    "8m_vs_9m": 8,
+    "10m_vs_11m": 10,
+    "27m_vs_30m": 27,
+    "3s5z": 8,
+    "3s5z_vs_3s6z": 8,
+    "3s_vs_5z": 3,
+    "6h_vs_8z": 6,
+    "MMM": 10,
+    "MMM2": 10,
+    "corridor": 6,
+    "2c_vs_64zg": 2,
+}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -422,8 +502,12 @@ def test_every_preset_is_a_valid_configuration(script):
 
 
 def test_last_action_is_one_hot_and_empty_at_episode_start(mappo):
-    raw = dict(obs=np.zeros((1, 2, 4), np.float32), state=np.zeros((1, 3), np.float32),
-               avail=np.ones((1, 2, 5), bool), alive=np.ones((1, 2), bool))
+    raw = dict(
+        obs=np.zeros((1, 2, 4), np.float32),
+        state=np.zeros((1, 3), np.float32),
+        avail=np.ones((1, 2, 5), bool),
+        alive=np.ones((1, 2), bool),
+    )
     actor_x, _, _, _ = mappo.agent_inputs(raw, torch.tensor([[-1, 2]]), 5)
     assert actor_x[0, 0, -5:].tolist() == [0, 0, 0, 0, 0]
     assert actor_x[0, 1, -5:].tolist() == [0, 0, 1, 0, 0]
@@ -431,8 +515,23 @@ def test_last_action_is_one_hot_and_empty_at_episode_start(mappo):
 
 
 def test_track_mirrors_to_wandb_offline(tmp_path):
-    run_script("mappo_smac", "--map-name", "3m", "--num-envs", "4", "--num-steps", "20", "--total-timesteps", "80",
-               "--eval-episodes", "2", "--track", cwd=tmp_path, timeout=300, env={"WANDB_MODE": "offline"})
+    run_script(
+        "mappo_smac",
+        "--map-name",
+        "3m",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "20",
+        "--total-timesteps",
+        "80",
+        "--eval-episodes",
+        "2",
+        "--track",
+        cwd=tmp_path,
+        timeout=300,
+        env={"WANDB_MODE": "offline"},
+    )
     runs = list((tmp_path / "wandb").glob("offline-run-*3m__mappo_smac__1__*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "wandb must have recorded the run offline"
 

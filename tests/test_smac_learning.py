@@ -10,10 +10,10 @@ QMIX learns from replay, so it gets its own budget and ratio: one gradient step 
 0.72, 0.75, 0.84 at 100k env steps (seeds 1-3; 0.63-0.75 at 80k), about 3.5 min per run on the busy 2-core
 machine. With the default one step per 8 episodes it passes 0.5 only near 200k steps (seed 1).
 """
+
 import json
 
 import pytest
-
 from helpers import ROOT, only_run_dir, run_script
 
 SCRIPTS = [s for s in ("mappo_smac", "coppo_smac", "happo_smac", "a2po_smac") if (ROOT / f"{s}.py").exists()]
@@ -23,8 +23,21 @@ THRESHOLD = 0.5
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_learns_smax_3m(script, tmp_path):
-    run_script(script, "--map-name", "3m", "--seed", "1", "--total-timesteps", BUDGET, "--eval-interval", 10**9,
-               "--eval-episodes", 32, cwd=tmp_path, timeout=420)
+    run_script(
+        script,
+        "--map-name",
+        "3m",
+        "--seed",
+        "1",
+        "--total-timesteps",
+        BUDGET,
+        "--eval-interval",
+        10**9,
+        "--eval-episodes",
+        32,
+        cwd=tmp_path,
+        timeout=420,
+    )
     summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
     assert summary["global_step"] == BUDGET
     assert summary["final_eval"]["win_rate"] >= THRESHOLD, summary["final_eval"]
@@ -34,9 +47,24 @@ QMIX_BUDGET = 100_000
 
 
 def test_qmix_learns_smax_3m(tmp_path):
-    run_script("qmix_smac", "--map-name", "3m", "--seed", "1", "--total-timesteps", QMIX_BUDGET,
-               "--train-steps-per-rollout", 8, "--eval-interval", 10**9, "--eval-episodes", 32, cwd=tmp_path, timeout=600,
-               env={"OMP_NUM_THREADS": "1"})  # 64-hidden GRU steps on 32 episodes: a second thread only contends
+    run_script(
+        "qmix_smac",
+        "--map-name",
+        "3m",
+        "--seed",
+        "1",
+        "--total-timesteps",
+        QMIX_BUDGET,
+        "--train-steps-per-rollout",
+        8,
+        "--eval-interval",
+        10**9,
+        "--eval-episodes",
+        32,
+        cwd=tmp_path,
+        timeout=600,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # 64-hidden GRU steps on 32 episodes: a second thread only contends
     summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
     assert summary["global_step"] == QMIX_BUDGET
     assert summary["final_eval"]["win_rate"] >= THRESHOLD, summary["final_eval"]

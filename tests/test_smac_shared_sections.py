@@ -2,10 +2,10 @@
 same text in the four PPO scripts, and each script's `# ALGO LOGIC:` parts are its own. qmix_smac.py has
 its own networks, learner, setup and logging, and shares the environment, argument-handling, evaluation and
 checkpoint sections: each of its shared sections is mappo_smac.py's section of the same title, verbatim."""
+
 import re
 
 import pytest
-
 from helpers import ROOT
 
 SCRIPTS = ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"]
