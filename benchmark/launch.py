@@ -26,6 +26,7 @@ Implementation details
 """
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -277,6 +278,11 @@ def log_path(cell, runs_dir):
     return Path(runs_dir) / "logs" / f"{cell.task}__{cell.exp_name}__{cell.seed}.log"
 
 
+def eta(elapsed, steps_done, steps_total):
+    """Time left at the rate so far, weighting each cell by its env steps: h:mm:ss."""
+    return str(datetime.timedelta(seconds=round(elapsed * (steps_total - steps_done) / max(steps_done, 1))))
+
+
 def run_local(jobs, runs_dir, max_parallel, root=ROOT, threads=0):
     """Run [(cell, resume)] with at most `max_parallel` at a time; returns [(cell, ok, seconds)]."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **thread_env(threads))
@@ -291,16 +297,19 @@ def run_local(jobs, runs_dir, max_parallel, root=ROOT, threads=0):
             ).returncode
         return cell, rc == 0 and cell_state(cell, runs_dir)[0] == "done", time.time() - start
 
-    results = []
+    results, start = [], time.time()
+    steps_total, steps_done = sum(cell.total_timesteps for cell, _ in jobs), 0
     pool = ThreadPoolExecutor(max_workers=max_parallel)
     try:
         futures = [pool.submit(run_one, cell, resume) for cell, resume in jobs]
         for i, fut in enumerate(as_completed(futures), 1):
             cell, ok, seconds = fut.result()
             results.append((cell, ok, seconds))
+            steps_done += cell.total_timesteps
             print(
                 f"[{i}/{len(jobs)}] {'done' if ok else 'FAILED'} {cell.task} {cell.exp_name} seed {cell.seed} "
-                f"({seconds:.0f} s){'' if ok else ', log: ' + str(log_path(cell, runs_dir))}",
+                f"({seconds:.0f} s){'' if ok else ', log: ' + str(log_path(cell, runs_dir))}; "
+                f"{i}/{len(jobs)} cells done, ETA {eta(time.time() - start, steps_done, steps_total)}",
                 flush=True,
             )
     except KeyboardInterrupt:  # Ctrl-C reaches the runs too (same process group); start no queued run

@@ -1,4 +1,4 @@
-"""The one module shared by the tests: load a script as a module, run it, read its logs."""
+"""What several test files share: load a script as a module, run it, read its logs, check its workers."""
 
 import importlib.util
 import os
@@ -96,53 +96,3 @@ def only_run_dir(cwd):
     runs = sorted((Path(cwd) / "runs").iterdir())
     assert len(runs) == 1, f"expected one run folder, found {[r.name for r in runs]}"
     return runs[0]
-
-
-def matrix_game_ppo(surrogate, payoff, init_logits, sequential, iterations, epochs=5, lr=0.3, seed=0):
-    """Two tabular softmax agents trained on a one-step matrix game with a script's `surrogate(logratio,
-    advantages, mask, agent) -> loss`, where the expectation over joint actions is exact (no sampling).
-
-    Simultaneous: both agents step on one loss. Sequential: agents step one after the other in a random
-    order, the second one seeing the first one's new ratio through the surrogate. Returns the final
-    expected payoff and the two policies.
-    """
-    import torch
-
-    torch.manual_seed(seed)
-    payoff = torch.as_tensor(payoff, dtype=torch.float32)
-    k = payoff.shape[0]
-    logits = [torch.tensor(init_logits[i], dtype=torch.float32, requires_grad=True) for i in range(2)]
-    optims = [torch.optim.Adam([l], lr=lr) for l in logits]
-    a1, a2 = (x.flatten() for x in torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij"))
-    rewards = payoff.flatten()
-    for _ in range(iterations):
-        with torch.no_grad():
-            old = [torch.log_softmax(l, 0) for l in logits]
-            prob = (old[0][a1] + old[1][a2]).exp()  # pi_old(a1) * pi_old(a2) over the k*k joint actions
-            adv = rewards - (prob * rewards).sum()
-            adv = adv / ((prob * adv**2).sum().sqrt() + 1e-8)
-
-        def loss(agents, position):
-            new = [torch.log_softmax(l, 0) for l in logits]
-            logratio = torch.stack([new[0][a1] - old[0][a1], new[1][a2] - old[1][a2]], -1).view(1, k * k, 2)
-            mask = torch.zeros(1, k * k, 2)
-            mask[..., agents] = 1.0
-            mask = mask * prob.view(1, k * k, 1) * k * k  # the masked mean becomes an expectation
-            return surrogate(logratio, adv.view(1, k * k, 1).expand(1, k * k, 2), mask, position)
-
-        if sequential:
-            for position, agent in enumerate(torch.randperm(2).tolist(), start=1):
-                for _ in range(epochs):
-                    optims[agent].zero_grad()
-                    loss([agent], {"agent": agent, "position": position}).backward()
-                    optims[agent].step()
-        else:
-            for _ in range(epochs):
-                for o in optims:
-                    o.zero_grad()
-                loss([0, 1], None).backward()
-                for o in optims:
-                    o.step()
-    with torch.no_grad():
-        pi = [torch.softmax(l, 0) for l in logits]
-        return float((pi[0][a1] * pi[1][a2] * rewards).sum()), pi

@@ -4,6 +4,7 @@ preset whose commands the training scripts accept, and one tiny real launch + re
 
 import importlib.util
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -334,7 +335,12 @@ open(os.path.join(d, "summary.json"), "w").write("{}")
 """
 
 
-def test_local_backend_bounds_parallel_runs_and_reports_failures(tmp_path):
+def test_eta_weights_cells_by_their_env_steps():
+    assert launch.eta(60.0, 100, 400) == "0:03:00"  # a quarter of the steps in a minute: three minutes left
+    assert launch.eta(60.0, 400, 400) == "0:00:00"
+
+
+def test_local_backend_bounds_parallel_runs_and_reports_failures(tmp_path, capsys):
     (tmp_path / "mappo_smac.py").write_text(FAKE_SCRIPT)
     runs = tmp_path / "runs"
     cells = [launch.Cell("mappo_smac", "3m", ("--map-name", "3m"), s, 100, tag="smax") for s in (1, 2, 3, 4, 5)]
@@ -350,6 +356,9 @@ def test_local_backend_bounds_parallel_runs_and_reports_failures(tmp_path):
         peak = max(peak, running)
     assert peak == 2  # never more than --max-parallel, and it did run two at once
     assert [launch.cell_state(c, runs)[0] for c in cells] == ["done", "done", "new", "done", "done"]
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split("; ")[1].split(",")[0] for line in progress] == [f"{i}/5 cells done" for i in range(1, 6)]
+    assert progress[-1].endswith("ETA 0:00:00") and all(re.search(r"ETA \d+:\d\d:\d\d$", line) for line in progress)
 
 
 def test_slurm_backend_submits_through_submitit(tmp_path):
@@ -443,13 +452,9 @@ def test_report_copies_itself_into_a_readme_between_markers(smac_report, tmp_pat
 
 
 def test_commit_is_flagged_for_code_changes_but_not_for_the_reports_own_outputs(tmp_path):
-    git = lambda *a: subprocess.run(
-        ["git", *a],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,  # noqa: E731
-        text=True,
-    ).stdout.strip()
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
     git("init", "-q")
     (tmp_path / "benchmark" / "results").mkdir(parents=True)
     for name in ("a2po_smac.py", "benchmark/README.md", "benchmark/results/report.md"):
