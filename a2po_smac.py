@@ -9,22 +9,21 @@ its clip range grows with its position (adaptive clipping). Run: `python a2po_sm
 Implementation details
 1-12. As in mappo_smac.py: `diff mappo_smac.py a2po_smac.py` shows only the algorithm.
 13. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, one lambda per step as in
-   the talk (the official code applies lambda twice). delta and V(T) come from the current critic; V(T) re-runs
-   the last chunk from its stored hidden state, then the step after the rollout.
+   the talk (the official code applies lambda twice); delta comes from the current critic, V(T) included (the
+   last chunk re-run from its stored hidden state, then the step after the rollout).
 14. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every agent, so
    rho is the joint ratio of all agents, and e^i (in g_i) is all other agents.
-15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2),
-   L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)]; g is clipped at eps_i / 2 as in the talk (the official
-   code uses a fixed eps / 2).
+15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2) as in the talk (the official
+   code uses a fixed eps / 2), L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)].
 16. Adaptive clipping: eps_i = C(eps, k) = eps * c + eps * (1 - c) * k / n, k = agent i's 1-based position.
 17. Semi-greedy order: 0-based positions 0, 2, 4, ... take the remaining agent with the largest E_alive|A_i| after
    PreOPC, positions 1, 3, 5, ... a uniformly random one. The first pick is greedy as in the A2PO code base, which
-   produced the talk's numbers (the slide's "k % 2 = 0 -> argmax" beside 1-based sets, read literally, would
-   make every 2-agent order random).
+   produced the talk's numbers (the slide's "k % 2 = 0 -> argmax" beside 1-based sets would make every 2-agent
+   order random).
 18. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing an order and splitting it into
-   `num_blocks` blocks; stage s trains the agents of blocks 1..s. PreOPC runs before every stage but the first.
-19. Two-stage critic (`--two-stage-critic`, on by default): each stage runs a critic-only pass over the
-   minibatches, then the actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
+   `num_blocks` blocks; stage s trains the agents of blocks 1..s, after PreOPC (every stage but the first).
+19. Two-stage critic (`--two-stage-critic`, on by default): a critic-only pass over the minibatches precedes each
+   stage's actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
 20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP); as in its scripts,
    3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic.
 """
@@ -166,12 +165,10 @@ def check_algo_args(args, num_agents):
 
 
 def surrogate_loss(logratio, advantages, mask, eps):
-    """l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_i/2);  L_i = -E_mask[min(l_i A, clip(l_i, 1 +- eps_i) A)].
-
-    eps: (n,) the adaptive clip of each agent, eps_i = C(eps, position of i)."""
+    """l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2);  L_i = -E_mask[min(l_i A, clip(l_i, 1 +- eps_i) A)]."""
     others = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
-    joint = logratio.exp() * torch.max(torch.min(others, 1 + eps / 2), 1 - eps / 2)
-    loss = -masked_mean(torch.min(joint * advantages, torch.max(torch.min(joint, 1 + eps), 1 - eps) * advantages), mask)
+    joint = logratio.exp() * others.clamp(1 - eps / 2, 1 + eps / 2)
+    loss = -masked_mean(torch.min(joint * advantages, joint.clamp(1 - eps, 1 + eps) * advantages), mask)
     return loss, {"clipfrac": masked_mean(((joint - 1).abs() > eps).float(), mask)}
 
 
@@ -932,17 +929,24 @@ if __name__ == "__main__":
         actor.train()
         critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        bootstrap = value_norm.denormalize(next_value)
-        gae = compute_gae(buf["rewards"], values_denorm, bootstrap, buf["continues"], args.gamma, args.gae_lambda)
+        advantages = compute_gae(
+            buf["rewards"],
+            values_denorm,
+            value_norm.denormalize(next_value),
+            buf["continues"],
+            args.gamma,
+            args.gae_lambda,
+        )
+        returns = advantages + values_denorm
+        gae, current_values = advantages, values_denorm  # PreOPC replaces advantages and current_values
         boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
-        advantages, current_values, returns = gae, values_denorm, gae + values_denorm
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
         for i in range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks):
             stage = i % args.num_blocks  # every outer epoch draws an order; its stage s trains blocks 1..s
-            if i > 0:  # PreOPC with the current actor and critic, before every stage but the very first
+            if i > 0:  # PreOPC with the current actor and critic
                 advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, *boot, args)
                 stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
                 stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
@@ -956,7 +960,7 @@ if __name__ == "__main__":
             in_stage[torch.cat(torch.tensor_split(torch.tensor(order), args.num_blocks)[: stage + 1])] = 1.0
             norm_adv = normalize_advantages(advantages, buf["alive"])
             data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(advantages + current_values, L))
-            for train_actor in (False, True) if args.two_stage_critic else (True,):
+            for train_actor in (False, True) if args.two_stage_critic else (True,):  # False: the critic-only pass
                 perm = torch.randperm(num_sequences)
                 for start in range(0, num_sequences, args.minibatch_size):
                     idx = perm[start : start + args.minibatch_size]
@@ -978,14 +982,14 @@ if __name__ == "__main__":
                     nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
                     nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                     critic_optimizer.step()
-                    if train_actor:  # the two-stage critic's critic-only pass steps the critic alone
+                    if train_actor:
                         actor_optimizer.step()
                         with torch.no_grad():
                             info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
                         info.update(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss)
                         for k, v in info.items():
                             stats[k].append(v.item())
-        for k, agent in enumerate(order):
+        for k, agent in enumerate(order):  # the last order
             stats[f"a2po/order_k{k + 1}"].append(agent)
             stats[f"a2po/clip_eps_k{k + 1}"].append(adaptive_clip(args.clip_coef, k + 1, n, args.clip_c))
         updating_time = time.time() - t0
