@@ -7,29 +7,25 @@ its clip range grows with its position (adaptive clipping). Run: `python a2po_sm
 3s5z --seed 1` (SMAX, no StarCraft II needed) or add `--env-backend sc2` for the real game.
 
 Implementation details
-1-12. Exactly as mappo_smac.py (env wrapper, networks, ValueNorm, Huber value loss, masking,
-   evaluation, checkpoints): `diff mappo_smac.py a2po_smac.py` shows only the algorithm.
-13. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, with ONE lambda per
-   step as in the talk (the official code applies lambda twice per step; we do not copy that).
-   delta uses the critic as it is at recomputation, the bootstrap V(T) included: the current critic re-runs
-   the last chunk from its stored hidden state, then the step after the rollout.
-14. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every
-   agent, so rho is the joint ratio of all agents, and e^i (in g_i) is all other agents.
-15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2);
-   L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)]. The official code clips g at eps/2 with a fixed
-   eps; the talk uses eps_i / 2: we follow the talk.
+1-12. As in mappo_smac.py: `diff mappo_smac.py a2po_smac.py` shows only the algorithm.
+13. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, one lambda per step as in
+   the talk (the official code applies lambda twice); delta comes from the current critic, V(T) included (the
+   last chunk re-run from its stored hidden state, then the step after the rollout).
+14. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every agent, so
+   rho is the joint ratio of all agents, and e^i (in g_i) is all other agents.
+15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2) as in the talk (the official
+   code uses a fixed eps / 2), L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)].
 16. Adaptive clipping: eps_i = C(eps, k) = eps * c + eps * (1 - c) * k / n, k = agent i's 1-based position.
-17. Semi-greedy order: 0-based positions 0, 2, 4, ... take the remaining agent with the largest
-   E_alive|A_i| (advantage already corrected by PreOPC), positions 1, 3, 5, ... a uniformly random one.
-   The first pick is greedy as in the A2PO code base, which produced the talk's numbers; the slide's
-   "k % 2 = 0 -> argmax" beside 1-based sets, read literally, would make every 2-agent order random.
-18. Schedule: ceil(update_epochs / num_blocks) outer epochs; each recomputes PreOPC (all but the
-   first), draws the order and splits it into `num_blocks` blocks; stage s trains on the agents of
-   blocks 1..s after recomputing PreOPC (every stage but the very first).
-19. Two-stage critic (`--two-stage-critic`, on by default): each stage runs a critic-only pass over the
-   minibatches, then the actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
-20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP); its scripts for
-   3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic, and so do the presets.
+17. Semi-greedy order: 0-based positions 0, 2, 4, ... take the remaining agent with the largest E_alive|A_i| after
+   PreOPC, positions 1, 3, 5, ... a uniformly random one. The first pick is greedy as in the A2PO code base, which
+   produced the talk's numbers (the slide's "k % 2 = 0 -> argmax" beside 1-based sets would make every 2-agent
+   order random).
+18. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing an order and splitting it into
+   `num_blocks` blocks; stage s trains the agents of blocks 1..s, after PreOPC (every stage but the first).
+19. Two-stage critic (`--two-stage-critic`, on by default): a critic-only pass over the minibatches precedes each
+   stage's actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
+20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP); as in its scripts,
+   3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -146,16 +142,10 @@ class Args:
 MAP_PRESETS = {
     "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
     "3s5z": dict(update_epochs=8, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "3s5z_vs_3s6z": dict(
-        update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True, two_stage_critic=False
-    ),
-    "3s_vs_5z": dict(
-        update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False, two_stage_critic=False
-    ),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True),
+    "3s_vs_5z": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False),
     "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, num_blocks=2, recurrent=True),
-    "6h_vs_8z": dict(
-        update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False, two_stage_critic=False
-    ),
+    "6h_vs_8z": dict(update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False),
     "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=5, recurrent=True),
     "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, num_blocks=2, recurrent=True),
     "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
@@ -163,28 +153,22 @@ MAP_PRESETS = {
     "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
     "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=False),
 }
+for name in ("3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z"):  # the A2PO code base runs these without it
+    MAP_PRESETS[name]["two_stage_critic"] = False
 
 
 def check_algo_args(args, num_agents):
     if not 0 <= args.clip_c <= 1:
-        raise SystemExit(
-            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-            "must grow from eps*c to eps along the order."
-        )
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]: C(eps, k) must grow from eps*c to eps.")
     if not 1 <= args.num_blocks <= num_agents:
-        raise SystemExit(
-            f"error: --num-blocks {args.num_blocks} is impossible with {num_agents} agents on {args.map_name}. "
-            f"Use 1 <= --num-blocks <= {num_agents}."
-        )
+        raise SystemExit(f"error: --num-blocks {args.num_blocks} must lie in [1, {num_agents}] on {args.map_name}.")
 
 
 def surrogate_loss(logratio, advantages, mask, eps):
-    """l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_i/2);  L_i = -E_mask[min(l_i A, clip(l_i, 1 +- eps_i) A)].
-
-    eps: (n,) the adaptive clip of each agent, eps_i = C(eps, position of i)."""
+    """l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2);  L_i = -E_mask[min(l_i A, clip(l_i, 1 +- eps_i) A)]."""
     others = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
-    joint = logratio.exp() * torch.max(torch.min(others, 1 + eps / 2), 1 - eps / 2)
-    loss = -masked_mean(torch.min(joint * advantages, torch.max(torch.min(joint, 1 + eps), 1 - eps) * advantages), mask)
+    joint = logratio.exp() * others.clamp(1 - eps / 2, 1 + eps / 2)
+    loss = -masked_mean(torch.min(joint * advantages, joint.clamp(1 - eps, 1 + eps) * advantages), mask)
     return loss, {"clipfrac": masked_mean(((joint - 1).abs() > eps).float(), mask)}
 
 
@@ -678,23 +662,18 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
     return advantages
 
 
-# ALGO LOGIC: A2PO's pure functions (ALGORITHMS.md), identical in every A2PO script
+# ALGO LOGIC: A2PO's pure functions, identical in every A2PO script
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
     """Preceding-agent off-policy correction (PreOPC); shapes as compute_gae, ratios (T, E, n).
 
-    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio of the
-    preceding agents (current / behaviour). rho_t never enters A_t; with rho == 1 this is GAE(lambda).
-    """
+    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio (current /
+    behaviour) of the preceding agents. rho_t never enters A_t; with rho == 1 this is GAE(lambda)."""
     if rewards.dim() == 2:
         rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
     rewards, continues = rewards.expand_as(values), continues.expand_as(values)
-    trace = gae_lambda * ratios.clamp(max=1.0)
+    trace = gae_lambda * ratios.clamp(max=1.0)  # lambda * min(1, rho_t): weighs A_t inside A_{t-1}
     advantages = torch.zeros_like(values)
-    next_value, next_adv, next_trace = (
-        bootstrap_value,
-        torch.zeros_like(bootstrap_value),
-        torch.ones_like(bootstrap_value),
-    )
+    next_value, next_adv, next_trace = bootstrap_value, torch.zeros_like(bootstrap_value), 1.0
     for t in reversed(range(values.shape[0])):
         delta = rewards[t] + gamma * continues[t] * next_value - values[t]
         next_adv = delta + gamma * next_trace * continues[t] * next_adv
@@ -717,36 +696,26 @@ def semi_greedy_pick(position, scores, remaining, generator):
 
 
 def semi_greedy_order(scores, generator):
-    """A permutation of range(n) by the semi-greedy rule; scores[i] = mean |A_i| over alive samples."""
+    """A permutation of range(n) by the semi-greedy rule; scores[i] = E|A_i|."""
     remaining, order = list(range(len(scores))), []
     for position in range(len(scores)):
-        agent = semi_greedy_pick(position, scores, remaining, generator)
-        order.append(agent)
-        remaining.remove(agent)
+        order.append(semi_greedy_pick(position, scores, remaining, generator))
+        remaining.remove(order[-1])
     return order
 
 
 def from_chunks(x, num_steps, num_envs):
     """Inverse of to_chunks: (L, C*E, ...) -> (T, E, ...)."""
-    L = x.shape[0]
-    return (
-        x.reshape(L, num_steps // L, num_envs, *x.shape[2:]).transpose(0, 1).reshape(num_steps, num_envs, *x.shape[2:])
-    )
-
-
-def critic_values(critic, mb):
-    """The critic alone over (L, B, n) sequences (the critic-only pass of the two-stage update)."""
-    L, B, n = mb["actions"].shape
-    starts = mb["starts"].unsqueeze(-1).expand(L, B, n).reshape(L, B * n)
-    return critic(mb["critic_x"].reshape(L, B * n, -1), mb["h_critic"].reshape(B * n, -1), starts)[0].reshape(L, B, n)
+    L, rest = x.shape[0], x.shape[2:]
+    return x.reshape(L, num_steps // L, num_envs, *rest).transpose(0, 1).reshape(num_steps, num_envs, *rest)
 
 
 @torch.no_grad()
 def preopc_advantages(actor, critic, value_norm, data, buf, boot_x, boot_starts, args):
-    """PreOPC advantages with the current actor (rho, joint over all agents) and critic (delta and bootstrap).
+    """PreOPC advantages and values under the current actor (rho: joint ratio of all agents) and critic.
 
-    boot_x (E, n, d), boot_starts (E,): the critic input and episode starts of the step after the rollout; V(T)
-    comes from the last chunk (stored hidden state at its start) followed by that step."""
+    boot_x (E, n, d), boot_starts (E,): the critic input and episode starts of the step after the rollout;
+    V(T) comes from re-running the last chunk from its stored hidden state, then that step."""
     T, E, n = buf["actions"].shape
     L = args.data_chunk_length
     logprob, _, values = evaluate_sequences(actor, critic, data)
@@ -755,11 +724,8 @@ def preopc_advantages(actor, critic, value_norm, data, buf, boot_x, boot_starts,
     starts = torch.cat([buf["starts"][T - L :], boot_starts.unsqueeze(0)]).repeat_interleave(n, -1)
     bootstrap = value_norm.denormalize(critic(x, buf["h_critic"][T - L].reshape(E * n, -1), starts)[0][-1].view(E, n))
     rho = (from_chunks(logprob, T, E) - buf["logprobs"]).sum(-1, keepdim=True).exp().expand(T, E, n)
-    return (
-        compute_preopc(buf["rewards"], values, bootstrap, buf["continues"], rho, args.gamma, args.gae_lambda),
-        values,
-        rho,
-    )
+    advantages = compute_preopc(buf["rewards"], values, bootstrap, buf["continues"], rho, args.gamma, args.gae_lambda)
+    return advantages, values, rho
 
 
 # TRY NOT TO MODIFY: rollout storage and sequence minibatches
@@ -960,86 +926,70 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: advantages, PreOPC and the sequential A2PO update (semi-greedy order, cumulative blocks)
         t0 = time.time()
-        actor.train(), critic.train()
+        actor.train()
+        critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        bootstrap = value_norm.denormalize(next_value)
-        gae = compute_gae(buf["rewards"], values_denorm, bootstrap, buf["continues"], args.gamma, args.gae_lambda)
+        advantages = compute_gae(
+            buf["rewards"],
+            values_denorm,
+            value_norm.denormalize(next_value),
+            buf["continues"],
+            args.gamma,
+            args.gae_lambda,
+        )
+        returns = advantages + values_denorm
+        gae, current_values = advantages, values_denorm  # PreOPC replaces advantages and current_values
         boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
-        advantages, current_values, returns = gae, values_denorm, gae + values_denorm
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
-        for outer_epoch in range(math.ceil(args.update_epochs / args.num_blocks)):
-            for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
-                if outer_epoch + stage > 0:  # PreOPC before every stage but the very first
-                    advantages, current_values, rho = preopc_advantages(
-                        actor, critic, value_norm, data, buf, *boot, args
+        for i in range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks):
+            stage = i % args.num_blocks  # every outer epoch draws an order; its stage s trains blocks 1..s
+            if i > 0:  # PreOPC with the current actor and critic
+                advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, *boot, args)
+                stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
+                stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
+            if stage == 0:  # the semi-greedy order, scored by E_alive|A_i| after PreOPC, and eps_i = C(eps, k_i)
+                scores = (advantages.abs() * buf["alive"]).sum((0, 1)) / buf["alive"].sum((0, 1)).clamp(min=1.0)
+                order = semi_greedy_order(scores, None)
+                eps = torch.zeros(n, device=device)
+                for k, agent in enumerate(order):
+                    eps[agent] = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
+            in_stage = torch.zeros(n, device=device)
+            in_stage[torch.cat(torch.tensor_split(torch.tensor(order), args.num_blocks)[: stage + 1])] = 1.0
+            norm_adv = normalize_advantages(advantages, buf["alive"])
+            data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(advantages + current_values, L))
+            for train_actor in (False, True) if args.two_stage_critic else (True,):  # False: the critic-only pass
+                perm = torch.randperm(num_sequences)
+                for start in range(0, num_sequences, args.minibatch_size):
+                    idx = perm[start : start + args.minibatch_size]
+                    mb = {
+                        k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()
+                    }
+                    new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
+                    logratio = new_logprob - mb["logprobs"]
+                    alive = mb["alive"] * in_stage
+                    pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, eps)
+                    entropy_loss = masked_mean(entropy, alive)
+                    value_norm.update(mb["returns"])
+                    v_loss = value_loss_fn(
+                        new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
                     )
-                    stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
-                    stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
-                if stage == 0:  # semi-greedy order scored by E_alive|A_i|, corrected for the agents already updated
-                    scores = (advantages.abs() * buf["alive"]).sum((0, 1)) / buf["alive"].sum((0, 1)).clamp(min=1.0)
-                    order = semi_greedy_order(scores, None)
-                    blocks = np.array_split(np.array(order), args.num_blocks)
-                    eps = torch.zeros(n, device=device)
-                    for k, agent in enumerate(order):
-                        eps[agent] = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
-                in_stage = torch.zeros(n, device=device)
-                in_stage[torch.as_tensor(np.concatenate(blocks[: stage + 1]))] = 1.0
-                norm_adv = normalize_advantages(advantages, buf["alive"])
-                data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(advantages + current_values, L))
-                for critic_only in (True, False) if args.two_stage_critic else (False,):
-                    perm = torch.randperm(num_sequences)
-                    for start in range(0, num_sequences, args.minibatch_size):
-                        idx = perm[start : start + args.minibatch_size]
-                        mb = {
-                            k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device)
-                            for k, v in data.items()
-                        }
-                        if critic_only:  # two-stage critic: a critic-only pass, then actor + critic
-                            new_values = critic_values(critic, mb)
-                            value_norm.update(mb["returns"])
-                            v_loss = value_loss_fn(
-                                new_values,
-                                mb["values"],
-                                value_norm.normalize(mb["returns"]),
-                                args.clip_coef,
-                                args.huber_delta,
-                            )
-                            critic_optimizer.zero_grad()
-                            v_loss.backward()
-                            nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                            critic_optimizer.step()
-                            continue
-                        new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
-                        logratio = new_logprob - mb["logprobs"]
-                        alive = mb["alive"] * in_stage
-                        pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, eps)
-                        entropy_loss = masked_mean(entropy, alive)
-                        value_norm.update(mb["returns"])
-                        v_loss = value_loss_fn(
-                            new_values,
-                            mb["values"],
-                            value_norm.normalize(mb["returns"]),
-                            args.clip_coef,
-                            args.huber_delta,
-                        )
-                        actor_optimizer.zero_grad(), critic_optimizer.zero_grad()
-                        (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
-                        nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                        nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                        actor_optimizer.step(), critic_optimizer.step()
+                    actor_optimizer.zero_grad()
+                    critic_optimizer.zero_grad()
+                    (pg_loss - args.ent_coef * entropy_loss + v_loss if train_actor else v_loss).backward()
+                    nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                    critic_optimizer.step()
+                    if train_actor:
+                        actor_optimizer.step()
                         with torch.no_grad():
                             info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
-                        for k, v in {
-                            **info,
-                            "policy_loss": pg_loss,
-                            "value_loss": v_loss,
-                            "entropy": entropy_loss,
-                        }.items():
+                        info.update(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss)
+                        for k, v in info.items():
                             stats[k].append(v.item())
-        for k, agent in enumerate(order):
+        for k, agent in enumerate(order):  # the last order
             stats[f"a2po/order_k{k + 1}"].append(agent)
             stats[f"a2po/clip_eps_k{k + 1}"].append(adaptive_clip(args.clip_coef, k + 1, n, args.clip_c))
         updating_time = time.time() - t0

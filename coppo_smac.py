@@ -7,18 +7,16 @@ still update at once (simultaneously). Run: `python coppo_smac.py --map-name 3s5
 (SMAX, no StarCraft II needed) or add `--env-backend sc2` to play the real game through smacv2.
 
 Implementation details
-1-12. Exactly as mappo_smac.py (env wrapper, networks, ValueNorm, Huber value loss, masking,
-   evaluation, checkpoints): `diff mappo_smac.py coppo_smac.py` shows only the algorithm.
-13. Surrogate: l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- others_clip_coef), then
-   L = -E_alive[min(l_i A, clip(l_i, 1 +- clip_coef) A)]. The products are over the agents of the
-   same (t, env): a minibatch holds all agents of its (env, chunk) sequences.
-14. Flags are named by role: `--others-clip-coef` (0.1) clips the other agents' product and
-   `--clip-coef` (0.2) clips l. The talk calls the first the "outer" and the second the "inner"
-   clip, while the CoPPO code base names them the other way round; we avoid both words.
+1-12. As in mappo_smac.py: `diff mappo_smac.py coppo_smac.py` shows only the algorithm.
+13. Surrogate: l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- others_clip_coef),
+   L = -E_alive[min(l_i A, clip(l_i, 1 +- clip_coef) A)]. The products are over the agents of the same (t, env):
+   a minibatch holds all agents of its (env, chunk) sequences. The other agents' product is detached (stop
+   gradient), as in the talk's surrogate and the official code.
+14. Flags are named by role: `--others-clip-coef` (0.1) clips the other agents' product and `--clip-coef` (0.2)
+   clips l, since the talk and the CoPPO code base use "outer" and "inner" the other way round from each other.
    others_clip_coef < clip_coef is enforced.
-15. The other agents' product is detached (stop gradient) as in the talk's surrogate; the official
-   code also detaches it. Per-map presets are the A2PO code base's baseline table, the same as
-   MAPPO's and HAPPO's (see mappo_smac.py, item 9), with the others' clip at half the clip.
+15. Per-map presets: the A2PO code base's baseline table, shared with MAPPO and HAPPO (README.md, section "MAPPO"),
+   with the others' clip at half the clip.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -127,21 +125,23 @@ class Args:
     """rollout + update iterations"""
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's baseline table; others-clip = clip / 2), for flags not given
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table; others' clip = clip / 2), for flags not given
 MAP_PRESETS = {
-    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, others_clip_coef=0.025, recurrent=False),
-    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, others_clip_coef=0.025, recurrent=True),
-    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, others_clip_coef=0.1, recurrent=False),
-    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, others_clip_coef=0.025, recurrent=True),
-    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=True),
-    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, others_clip_coef=0.1, recurrent=False),
+    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, recurrent=True),
+    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, recurrent=False),
+    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, recurrent=True),
+    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, recurrent=False),
+    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, recurrent=True),
+    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, recurrent=True),
+    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=False),
 }
+for preset in MAP_PRESETS.values():
+    preset["others_clip_coef"] = preset["clip_coef"] / 2
 
 
 def check_algo_args(args, num_agents):
@@ -157,11 +157,8 @@ def surrogate_loss(logratio, advantages, mask, clip_coef, others_clip_coef):
     others = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
     joint = logratio.exp() * others.clamp(1 - others_clip_coef, 1 + others_clip_coef)
     loss = -masked_mean(torch.min(joint * advantages, joint.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
-    info = {
-        "clipfrac": masked_mean(((joint - 1).abs() > clip_coef).float(), mask),
-        "coppo/others_ratio_mean": masked_mean(others, mask),
-    }
-    return loss, info
+    clipfrac = masked_mean(((joint - 1).abs() > clip_coef).float(), mask)
+    return loss, {"clipfrac": clipfrac, "coppo/others_ratio_mean": masked_mean(others, mask)}
 
 
 # TRY NOT TO MODIFY: argument handling
@@ -852,7 +849,8 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: advantages and the simultaneous CoPPO update
         t0 = time.time()
-        actor.train(), critic.train()
+        actor.train()
+        critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
         advantages = compute_gae(
             buf["rewards"],
@@ -883,11 +881,13 @@ if __name__ == "__main__":
                 v_loss = value_loss_fn(
                     new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
                 )
-                actor_optimizer.zero_grad(), critic_optimizer.zero_grad()
+                actor_optimizer.zero_grad()
+                critic_optimizer.zero_grad()
                 (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
                 nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
                 nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                actor_optimizer.step(), critic_optimizer.step()
+                actor_optimizer.step()
+                critic_optimizer.step()
                 with torch.no_grad():
                     info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():

@@ -7,19 +7,17 @@ Run: `python happo_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II need
 `--env-backend sc2` to play the real game through smacv2.
 
 Implementation details
-1-12. Exactly as mappo_smac.py (env wrapper, networks, ValueNorm, Huber value loss, masking,
-   evaluation, checkpoints): `diff mappo_smac.py happo_smac.py` shows only the algorithm.
-13. Agent i's loss: L_i = -E_alive[M_i * min(r_i A, clip(r_i, 1 +- eps) A)], M_i = sg(prod_{j in e^i} r_j),
-   detached and unclipped. Advantages are the rollout's GAE advantages; they are not recomputed.
-14. Parameter sharing (the talk's SMAC table is "w/ PS"): one update of the shared actor moves every
-   agent, so e^i = all other agents of the same (t, env) and M_i is their ratio product.
-15. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing a fresh random order and
-   splitting it into `num_blocks` contiguous blocks; stage s is one pass over the minibatches on the
-   samples of the agents in blocks 1..s (cumulative). HARL's HAPPO uses separate actors and one
-   pass per agent; the block schedule is the A2PO code base's version for shared parameters.
-16. The critic trains on every agent's samples in every stage. Per-map presets are the A2PO code
-   base's baseline table, the same as MAPPO's and CoPPO's (its lambda, clip, blocks and RNN; epochs 5 on 3s5z, 10 on
-   3s_vs_5z, 5 on 6h_vs_8z, 10 on MMM).
+1-12. As in mappo_smac.py: `diff mappo_smac.py happo_smac.py` shows only the algorithm.
+13. Agent i's loss: L_i = -E_alive[M_i * min(r_i A, clip(r_i, 1 +- eps) A)], M_i = sg(prod_{j in e^i} r_j), detached
+   and unclipped, on the rollout's GAE advantages (HAPPO does not recompute them).
+14. Parameter sharing (the talk's SMAC table is "w/ PS"): one update of the shared actor moves every agent, so
+   e^i = all other agents of the same (t, env) and M_i is their ratio product.
+15. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing a random order and splitting it into
+   `num_blocks` contiguous blocks; stage s is one pass over the minibatches on the samples of the agents in
+   blocks 1..s, while the critic trains on every agent's samples. HARL's HAPPO has separate actors and one pass
+   per agent; the block schedule is the A2PO code base's version for shared parameters.
+16. Per-map presets: the A2PO code base's baseline table (epochs, lambda, clip, GRU or MLP), shared with MAPPO and
+   CoPPO (README.md, section "MAPPO"), and its `num_blocks`.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -147,23 +145,16 @@ MAP_PRESETS = {
 
 def check_algo_args(args, num_agents):
     if not 1 <= args.num_blocks <= num_agents:
-        raise SystemExit(
-            f"error: --num-blocks {args.num_blocks} is impossible with {num_agents} agents on {args.map_name}. "
-            f"Use 1 <= --num-blocks <= {num_agents}."
-        )
+        raise SystemExit(f"error: --num-blocks {args.num_blocks} must lie in [1, {num_agents}] on {args.map_name}.")
 
 
 def surrogate_loss(logratio, advantages, mask, clip_coef):
     """M_i = sg(prod_{j != i} r_j) (unclipped);  L_i = -E_mask[M_i * min(r_i A, clip(r_i, 1 +- eps) A)]."""
     ratio = logratio.exp()
     factor = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
-    loss = -masked_mean(
-        factor * torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask
-    )
-    return loss, {
-        "clipfrac": masked_mean(((ratio - 1).abs() > clip_coef).float(), mask),
-        "happo/factor_mean": masked_mean(factor, mask),
-    }
+    ppo = torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages)
+    clipfrac = masked_mean(((ratio - 1).abs() > clip_coef).float(), mask)
+    return -masked_mean(factor * ppo, mask), {"clipfrac": clipfrac, "happo/factor_mean": masked_mean(factor, mask)}
 
 
 # TRY NOT TO MODIFY: argument handling
@@ -854,7 +845,8 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: advantages and the sequential HAPPO update (random order, cumulative blocks)
         t0 = time.time()
-        actor.train(), critic.train()
+        actor.train()
+        critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
         advantages = compute_gae(
             buf["rewards"],
@@ -871,35 +863,36 @@ if __name__ == "__main__":
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
-        for _ in range(math.ceil(args.update_epochs / args.num_blocks)):
-            blocks = torch.tensor_split(torch.randperm(n), args.num_blocks)
-            for stage in range(args.num_blocks):  # stage s trains the agents of blocks 1..s
-                in_stage = torch.zeros(n, device=device)
-                in_stage[torch.cat(blocks[: stage + 1])] = 1.0
-                perm = torch.randperm(num_sequences)
-                for start in range(0, num_sequences, args.minibatch_size):
-                    idx = perm[start : start + args.minibatch_size]
-                    mb = {
-                        k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()
-                    }
-                    new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
-                    logratio = new_logprob - mb["logprobs"]
-                    alive = mb["alive"] * in_stage
-                    pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef)
-                    entropy_loss = masked_mean(entropy, alive)
-                    value_norm.update(mb["returns"])
-                    v_loss = value_loss_fn(
-                        new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
-                    )
-                    actor_optimizer.zero_grad(), critic_optimizer.zero_grad()
-                    (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
-                    nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                    actor_optimizer.step(), critic_optimizer.step()
-                    with torch.no_grad():
-                        info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
-                    for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
-                        stats[k].append(v.item())
+        for i in range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks):
+            stage = i % args.num_blocks  # every outer epoch draws a random order; its stage s trains blocks 1..s
+            if stage == 0:
+                order = torch.randperm(n)
+            in_stage = torch.zeros(n, device=device)
+            in_stage[torch.cat(torch.tensor_split(order, args.num_blocks)[: stage + 1])] = 1.0
+            perm = torch.randperm(num_sequences)
+            for start in range(0, num_sequences, args.minibatch_size):
+                idx = perm[start : start + args.minibatch_size]
+                mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
+                new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
+                logratio = new_logprob - mb["logprobs"]
+                alive = mb["alive"] * in_stage
+                pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef)
+                entropy_loss = masked_mean(entropy, alive)
+                value_norm.update(mb["returns"])
+                v_loss = value_loss_fn(
+                    new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
+                )
+                actor_optimizer.zero_grad()
+                critic_optimizer.zero_grad()
+                (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
+                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                actor_optimizer.step()
+                critic_optimizer.step()
+                with torch.no_grad():
+                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
+                for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
+                    stats[k].append(v.item())
         updating_time = time.time() - t0
 
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
