@@ -9,45 +9,31 @@ Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II neede
 `--env-backend sc2` to play the real game through smacv2.
 
 Implementation details (pymarl's `qmix.yaml` / `qmix_beta.yaml`, `q_learner.py`, `qmix.py` unless stated)
-1. One agent network for all agents, pymarl's: Linear-ReLU, GRUCell (`hidden_dim` 64), Linear to one Q-value
-   per action, PyTorch's default init. Input = env obs + one-hot id + one-hot last action. (The PPO scripts'
-   actor, with LayerNorms and orthogonal init, made Q_tot diverge under this mixer: on a toy task of 10-step
-   episodes with returns up to 1, Q_tot passed 1000 within 900 gradient steps; pymarl's stayed below 2.1.)
-2. Unavailable actions get Q = -1e10 (`masked_logits`) when acting, where ε-greedy's random action is uniform
-   over the available ones, and in the target's argmax. Greedy evaluation is the PPO scripts' code.
-3. Mixer (pymarl's QMixer with 2-layer hypernetworks): W1 = |Linear(S, 64)-ReLU-Linear(64, 32 n)| (s),
-   b1 = Linear(S, 32) (s), hidden = ELU(Q W1 + b1), W2 = |Linear(S, 64)-ReLU-Linear(64, 32)| (s),
-   Q_tot = hidden W2 + V(s) with V = Linear(S, 32)-ReLU-Linear(32, 1). s is the env's global state (scaled on
-   SMAX). PyTorch's default init, as pymarl.
-4. Replay: the last `buffer_size` (5000) finished episodes, each padded to the episode limit + 1 (SMAX ends a
-   time-out one step after its `max_steps`), with `filled` and `terminated` masks. A batch is `batch_episodes`
-   (32) episodes drawn uniformly without replacement, cut to its longest episode; the GRU is unrolled from
-   each episode's first step with a zero state. Agent inputs and states are stored as float16, which halves
-   the buffer (3s5z: 3.1 GB instead of 6.2); one-hots stay exact, the rest keeps 3 significant digits.
-5. Loss: double Q-learning, y_t = r_t + γ (1 - terminated_t) Q_tot^-(s_{t+1}, a*_{t+1}), a*_i = argmax over
-   agent i's available actions of the online Q_i(t+1), valued by the target agent network and mixed by the
-   target mixer; L = Σ filled_t (Q_tot(t) - y_t)² / Σ filled_t. Targets are hard copies, renewed after
-   every `target_update_interval` (200) episodes.
-6. Every episode end is terminal, as in the PPO scripts: the episode limit is part of the task, and the env
-   wrapper hands back the next episode's first observation at an end, so no state after a time-out exists
-   to bootstrap from. (pymarl bootstraps a time-out.)
-7. RMSprop over agent and mixer (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10. `--optimizer adam`
-   (eps 1e-5) is there to compare; RMSprop stays the default (see README.md, "QMIX").
-8. Rewards: the learner sees the team reward times `reward_scale`: 10 on SMAX, whose returns reach 2, so that
-   they reach 20 as on StarCraft II, where SMAC's default reward_scale_rate (which pymarl trains with) scales
-   them to 20; 1 on sc2. At SMAX's own scale the overestimation of the max (Q_tot 1.6 against returns of 0.2
-   on 3m) swamps the differences between actions: no win within 200k env steps on 3m, against 72% greedy
-   wins at 100k with the factor 10 (seed 1, one gradient step per episode). Logged returns are the env's.
-9. ε-greedy: ε falls linearly from 1.0 to 0.05 over the first 50k env steps (summed over envs), then stays.
-10. Schedule: `--num-envs` games (8, pymarl's parallel runner) run continuously and each finished episode enters
-   the buffer. After each rollout of `num_steps` steps per env, the learner takes `train_steps_per_rollout`
-   gradient steps for every `num_envs` episodes finished since the last update (pymarl's parallel runner:
-   one gradient step per batch of 8 episodes), once the buffer holds `batch_episodes` episodes. pymarl steps
-   right after each batch; here the steps of a rollout wait for its end (100 steps per env by default).
-11. Evaluation: greedy actions (no ε) on a separately seeded env, `eval_episodes` episodes.
-12. Checkpoints hold agent, mixer, their targets, optimiser, RNG states and counters, and the replay buffer
-   only with `--save-buffer`; they are written atomically. A resumed run starts fresh episodes and, without a
-   saved buffer, collects `batch_episodes` episodes before training again.
+1. Networks are pymarl's, with PyTorch's default init. Agent, shared by all agents: Linear-ReLU, GRUCell(64),
+   Linear to one Q per action, on obs + one-hot id + one-hot last action (the PPO scripts' LayerNorm actor
+   makes Q_tot diverge under this mixer). Mixer: Q_tot = ELU(Q |W1(s)| + b1(s)) |W2(s)| + V(s), W1 and W2
+   from Linear-ReLU-Linear hypernetworks (width 64, embedding 32), s the env's global state.
+2. Unavailable actions get Q = -1e10 when acting and in the target's argmax; ε-greedy's random action is
+   uniform over the available ones. ε falls linearly from 1.0 to 0.05 over the first 50k env steps.
+3. Replay: the last 5000 finished episodes, padded to the episode limit + 1 (SMAX ends a time-out one step
+   after its `max_steps`), with `filled` and `terminated` masks. A batch is 32 episodes drawn without
+   replacement, cut to its longest; the GRU unrolls from each episode's first step. Inputs and states are
+   stored as float16 (one-hots exact, the rest to 3 digits): half the memory, 3s5z 3.1 GB instead of 6.2.
+4. Loss: double Q-learning, y_t = r_t + γ (1 - terminated_t) Q_tot^-(s_{t+1}, a*_{t+1}), a*_i = agent i's
+   online argmax over its available actions, valued by the target agent network and mixed by the target
+   mixer; the squared TD error is averaged over filled steps. Hard target copies every 200 episodes.
+5. Every episode end is terminal, as in the PPO scripts (pymarl bootstraps a time-out): the episode limit is
+   part of the task, and the env's auto-reset leaves no state after a time-out to bootstrap from.
+6. RMSprop over agent and mixer (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10; `--optimizer adam`
+   to compare (README.md, "QMIX").
+7. The learner's reward is the team reward times `reward_scale`: 10 on SMAX, whose returns reach 2, so that
+   they reach 20 as SMAC's do on StarCraft II (1 there). At SMAX's scale the overestimated max swamps the
+   differences between actions (no 3m win in 200k env steps). Logged returns are the env's.
+8. 8 envs (pymarl's parallel runner) run continuously. After each rollout, once the buffer holds a batch,
+   the learner takes `train_steps_per_rollout` gradient steps per `num_envs` episodes finished since the
+   last update (pymarl steps right after each batch of episodes).
+9. Checkpoints hold networks, targets, optimiser, RNG states and counters, and the replay buffer only with
+   `--save-buffer`; without it a resumed run collects `batch_episodes` new episodes before training again.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -164,17 +150,9 @@ class Args:
 MAP_PRESETS = {}
 
 
-def check_algo_args(args, num_agents):
-    if (
-        min(
-            args.buffer_size,
-            args.batch_episodes,
-            args.train_steps_per_rollout,
-            args.target_update_interval,
-            args.epsilon_anneal_steps,
-        )
-        < 1
-    ):
+def check_algo_args(args):
+    counts = (args.buffer_size, args.batch_episodes, args.train_steps_per_rollout, args.target_update_interval)
+    if min(*counts, args.epsilon_anneal_steps) < 1:
         raise SystemExit(
             "error: --buffer-size, --batch-episodes, --train-steps-per-rollout, --target-update-interval "
             "and --epsilon-anneal-steps must be positive."
@@ -565,11 +543,9 @@ class RNNAgent(nn.Module):
 
     def __init__(self, in_dim, num_actions, hidden):
         super().__init__()
-        self.fc1, self.gru, self.fc2 = (
-            nn.Linear(in_dim, hidden),
-            nn.GRUCell(hidden, hidden),
-            nn.Linear(hidden, num_actions),
-        )
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.gru = nn.GRUCell(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, num_actions)
 
     def forward(self, x, h, starts):
         """x (L, B, d), h (B, H) hidden before step 0, starts (L, B) 1 where an episode begins -> Q (L, B, A), h."""
@@ -581,7 +557,7 @@ class RNNAgent(nn.Module):
         return self.fc2(torch.stack(outs)), h
 
 
-# masked_logits and masked_mean: the PPO scripts' text (tests/test_smac_shared_sections.py keeps it so)
+# masked_logits and masked_mean: the PPO scripts' text
 def masked_logits(logits, avail):
     return torch.where(avail, logits, torch.full_like(logits, -1e10))
 
@@ -627,18 +603,13 @@ def epsilon_greedy(q, avail, epsilon):
 
 
 class EpisodeReplayBuffer:
-    """The last `capacity` finished episodes, each padded to the episode limit (pymarl's episode buffer)."""
+    """The last `capacity` finished episodes, each padded to `max_len` steps (pymarl's episode buffer)."""
 
-    def __init__(self, capacity, episode_limit, fields):
+    def __init__(self, capacity, max_len, fields):
         """fields: {name: (per-step shape, dtype)}; `filled` and `terminated` are added."""
         fields = dict(fields, filled=((), torch.float32), terminated=((), torch.float32))
-        self.data = {
-            k: torch.zeros(capacity, episode_limit, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()
-        }
+        self.data = {k: torch.zeros(capacity, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
         self.capacity, self.size, self.next = capacity, 0, 0
-
-    def nbytes(self):
-        return sum(v.numel() * v.element_size() for v in self.data.values())
 
     def add(self, episode, length):
         """Store steps [0, length) of `episode` ({name: (>= length, ...)}), over the oldest episode once full."""
@@ -648,7 +619,7 @@ class EpisodeReplayBuffer:
             if k in episode:
                 v[i, :length] = episode[k][:length]
         self.data["filled"][i, :length] = 1.0
-        self.data["terminated"][i, length - 1] = 1.0  # every episode end is terminal (detail 6)
+        self.data["terminated"][i, length - 1] = 1.0  # every episode end is terminal (detail 5)
         self.next, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
 
     def sample(self, batch_episodes):
@@ -687,14 +658,9 @@ def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim
         next_q = double_q_values(q[1:], target_q[1:], batch["avail"][1:])
         next_q_tot = torch.cat([target_mixer(next_q, state[1:]), q_tot.new_zeros(1, B)])  # step L-1 is always terminal
         targets = batch["rewards"] + gamma * (1.0 - batch["terminated"]) * next_q_tot
-    td_error = q_tot - targets
-    filled = batch["filled"]
-    stats = {
-        "td_error_abs": masked_mean(td_error.abs(), filled),
-        "q_taken_mean": masked_mean(q_tot, filled),
-        "target_mean": masked_mean(targets, filled),
-    }
-    return masked_mean(td_error**2, filled), stats
+    td_error, filled = q_tot - targets, batch["filled"]
+    stats = dict(td_error_abs=td_error.abs(), q_taken_mean=q_tot, target_mean=targets)
+    return masked_mean(td_error**2, filled), {k: masked_mean(v, filled) for k, v in stats.items()}
 
 
 # TRY NOT TO MODIFY: greedy evaluation and checkpoint files
@@ -738,6 +704,9 @@ def save_checkpoint(path, **state):
 
 if __name__ == "__main__":
     # ALGO LOGIC: setup (the PPO scripts' setup with QMIX's networks, targets, optimiser and replay buffer)
+    import copy  # target networks start as copies
+    import datetime
+
     args = parse_args()
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
@@ -753,61 +722,41 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     envs = make_envs(args, args.num_envs, args.seed)
-    eval_envs = make_envs(
-        args,
-        args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs),
-        args.seed + 10_000,
-    )
+    num_eval_envs = args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs)
+    eval_envs = make_envs(args, num_eval_envs, args.seed + 10_000)
     n, A = envs.num_agents, envs.num_actions
-    check_algo_args(args, n)
-    if args.reward_scale is None:  # SMAX returns reach 2, SMAC's (reward_scale_rate) 20 (detail 8)
+    check_algo_args(args)
+    if args.reward_scale is None:  # detail 7
         args.reward_scale = 10.0 if args.env_backend == "smax" else 1.0
     actor_dim = envs.obs_dim + n + A
     agent = RNNAgent(actor_dim, A, args.hidden_dim).to(device)
     mixer = QMixer(n, envs.state_dim, args.mixing_embed_dim, args.hypernet_dim).to(device)
-    import copy  # the only import the PPO scripts lack: target networks start as copies
-
     target_agent, target_mixer = copy.deepcopy(agent), copy.deepcopy(mixer)
     params = [*agent.parameters(), *mixer.parameters()]
     if args.optimizer == "rmsprop":
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
     else:
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
-    fields = dict(
-        actor_x=((n, actor_dim), torch.float16),
-        state=((envs.state_dim,), torch.float16),
-        avail=((n, A), torch.bool),
-        actions=((n,), torch.long),
-        rewards=((), torch.float32),
-    )
+    # what a checkpoint saves and a resume loads with state_dict / load_state_dict
+    modules = dict(agent=agent, mixer=mixer, target_agent=target_agent, target_mixer=target_mixer, optimizer=optimizer)
+    fields = dict(actor_x=((n, actor_dim), torch.float16), state=((envs.state_dim,), torch.float16))  # detail 3
+    fields.update(avail=((n, A), torch.bool), actions=((n,), torch.long), rewards=((), torch.float32))
     max_len = envs.episode_limit + 1  # SMAX ends a time-out one step late (it tests the step count before counting)
     buffer = EpisodeReplayBuffer(args.buffer_size, max_len, fields)
-    print(f"replay buffer: {args.buffer_size} episodes x {max_len} steps, {buffer.nbytes() / 1e9:.2f} GB")
+    gigabytes = sum(v.numel() * v.element_size() for v in buffer.data.values()) / 1e9
+    print(f"replay buffer: {args.buffer_size} episodes x {max_len} steps, {gigabytes:.2f} GB")
     global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
-    episodes, rollouts_trained, last_target_update, gradient_steps = 0, 0, 0, 0
+    episodes, last_target_update, gradient_steps = 0, 0, 0
     if checkpoint:
-        for module, key in (
-            (agent, "agent"),
-            (mixer, "mixer"),
-            (target_agent, "target_agent"),
-            (target_mixer, "target_mixer"),
-            (optimizer, "optimizer"),
-        ):
+        for key, module in modules.items():
             module.load_state_dict(checkpoint[key])
-        (
-            random.setstate(checkpoint["python_rng"]),
-            np.random.set_state(checkpoint["numpy_rng"]),
-            torch.set_rng_state(checkpoint["torch_rng"]),
-        )
-        global_step, start_iteration, next_eval = (
-            checkpoint["global_step"],
-            checkpoint["iteration"] + 1,
-            checkpoint["next_eval"],
-        )
+        random.setstate(checkpoint["python_rng"])
+        np.random.set_state(checkpoint["numpy_rng"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
         sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
-        episodes, last_target_update = checkpoint["episodes"], checkpoint["last_target_update"]
-        gradient_steps = checkpoint["gradient_steps"]
-        rollouts_trained = episodes // args.num_envs
+        next_eval, episodes = checkpoint["next_eval"], checkpoint["episodes"]
+        last_target_update, gradient_steps = checkpoint["last_target_update"], checkpoint["gradient_steps"]
         print(f"resumed {run_name} from {args.resume} at global_step={global_step}")
         if checkpoint.get("buffer") is not None:
             buffer.load_state_dict(checkpoint["buffer"])
@@ -817,19 +766,13 @@ if __name__ == "__main__":
                 f"the checkpoint holds no replay buffer (--save-buffer): it refills from new episodes, and training "
                 f"waits for {args.batch_episodes} of them"
             )
+    rollouts_trained = episodes // args.num_envs
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            id=re.sub(r"[^\w-]", "-", run_name)[-64:],
-            resume="allow",
-            save_code=True,
-        )
+        wandb_args = dict(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_name)
+        wandb_id = re.sub(r"[^\w-]", "-", run_name)[-64:]
+        wandb.init(**wandb_args, id=wandb_id, resume="allow", sync_tensorboard=True, save_code=True)
     writer = SummaryWriter(run_dir)
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
@@ -870,7 +813,8 @@ if __name__ == "__main__":
             for e in np.flatnonzero(done):
                 buffer.add({k: v[e] for k, v in current.items()}, int(ep_len[e]))
                 episodes += 1
-                recent_returns.append(ep_return[e]), recent_wins.append(float(won[e]))
+                recent_returns.append(ep_return[e])
+                recent_wins.append(float(won[e]))
                 ep_return[e], ep_len[e] = 0.0, 0
             done_t = torch.as_tensor(done)
             last_actions, starts = torch.where(done_t.unsqueeze(-1), -1, actions), done_t.float()
@@ -903,19 +847,16 @@ if __name__ == "__main__":
         # ALGO LOGIC: logging, evaluation and checkpoints (the PPO scripts' with QMIX's losses and state)
         sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
         sps = int((global_step - start_step) / (time.time() - start_time))
-        for k, v in stats.items():
-            writer.add_scalar(f"losses/{k}", float(np.mean(v)), global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("charts/epsilon", epsilon, global_step)
-        writer.add_scalar("qmix/gradient_steps", gradient_steps, global_step)
-        writer.add_scalar("qmix/buffer_episodes", buffer.size, global_step)
-        writer.add_scalar("time/sampling_s", sampling_time, global_step)
-        writer.add_scalar("time/updating_s", updating_time, global_step)
-        if recent_returns:
-            writer.add_scalar("charts/episodic_return", float(np.mean(recent_returns)), global_step)
-            writer.add_scalar("charts/win_rate", float(np.mean(recent_wins)), global_step)
         train_win = float(np.mean(recent_wins)) if recent_wins else float("nan")
+        scalars = [(f"losses/{k}", np.mean(v)) for k, v in stats.items()]
+        scalars += [("charts/SPS", sps), ("charts/learning_rate", optimizer.param_groups[0]["lr"])]
+        scalars += [("charts/epsilon", epsilon), ("qmix/gradient_steps", gradient_steps)]
+        scalars += [("qmix/buffer_episodes", buffer.size), ("time/sampling_s", sampling_time)]
+        scalars += [("time/updating_s", updating_time)]
+        if recent_wins:
+            scalars += [("charts/episodic_return", np.mean(recent_returns)), ("charts/win_rate", train_win)]
+        for tag, value in scalars:
+            writer.add_scalar(tag, float(value), global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
             agent.eval()
@@ -924,50 +865,27 @@ if __name__ == "__main__":
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
             next_eval = global_step + args.eval_interval
             if args.save_model:
-                save_checkpoint(
-                    os.path.join(run_dir, "checkpoint.pt"),
-                    run_name=run_name,
-                    args=vars(args),
-                    global_step=global_step,
-                    iteration=iteration,
-                    next_eval=next_eval,
-                    sampling_s=sampling_total,
-                    updating_s=updating_total,
-                    episodes=episodes,
-                    last_target_update=last_target_update,
-                    gradient_steps=gradient_steps,
-                    agent=agent.state_dict(),
-                    mixer=mixer.state_dict(),
-                    target_agent=target_agent.state_dict(),
-                    target_mixer=target_mixer.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    buffer=buffer.state_dict() if args.save_buffer else None,
-                    python_rng=random.getstate(),
-                    numpy_rng=np.random.get_state(),
-                    torch_rng=torch.get_rng_state(),
-                )
+                state = {k: m.state_dict() for k, m in modules.items()}
+                state.update(run_name=run_name, args=vars(args), global_step=global_step, iteration=iteration)
+                state.update(next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total)
+                state.update(episodes=episodes, last_target_update=last_target_update, gradient_steps=gradient_steps)
+                state.update(python_rng=random.getstate(), numpy_rng=np.random.get_state())
+                state.update(torch_rng=torch.get_rng_state(), buffer=buffer.state_dict() if args.save_buffer else None)
+                save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
+        elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
+        eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
         print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train_win {train_win:.3f} "
-            f"eval_win {eval_win_rate:.3f} eps {epsilon:.3f} grad_steps {gradient_steps} "
-            f"(sample {sampling_time:.2f}s, update {updating_time:.2f}s)",
+            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
+            f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
+            f"elapsed {elapsed} ETA {eta}",
             flush=True,
         )
 
+    summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
+    summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
+    summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(
-            dict(
-                task=args.map_name,
-                algo=args.exp_name,
-                seed=args.seed,
-                global_step=global_step,
-                wall_time_s=sampling_total + updating_total,
-                sampling_s=sampling_total,
-                updating_s=updating_total,
-                final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return),
-                args=vars(args),
-            ),
-            f,
-            indent=1,
-        )
-    envs.close(), eval_envs.close()
+        json.dump(summary, f, indent=1)
+    envs.close()
+    eval_envs.close()
     writer.close()
