@@ -8,45 +8,43 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
 Implementation details (README.md, "A2PO on MA-MuJoCo"):
-1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1,
-   Hopper 3x1, Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1. Partitions gymnasium-robotics does not
-   ship are built as `agent_factorization` from `get_parts_and_edges(scenario, None)`: Nx1 is one agent per
-   joint; HalfCheetah 3x2 and Walker2d 3x2 take the A2PO code base's groupings, so results compare with its
-   numbers. The robots are gymnasium-robotics' v5 models, so returns differ from papers that used v2.
-2. One env per subprocess worker (Pipe, fork). A finished episode resets inside the worker, which sends the
-   global state from before the reset. An idle worker exits once its parent pid changes: after a kill -9 of the
-   trainer no EOF comes, because forked siblings hold its pipe open. Env seeds hash (seed, first iteration of
-   the process, env index), so runs with consecutive --seed and resumed runs never share an env stream.
+1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1, Hopper 3x1,
+   Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1, on gymnasium-robotics' v5 robots (returns differ from
+   papers that used v2). Partitions it does not ship are built from `get_parts_and_edges(scenario, None)`: Nx1 is
+   one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the A2PO code base's groupings, to compare with it.
+2. One env per subprocess worker (Pipe, fork); a finished episode resets in the worker, which sends the global
+   state from before the reset. Env seeds hash (seed, first iteration of the process, env index), so runs with
+   consecutive --seed and resumed runs never share an env stream. An idle worker exits once its parent is gone.
 3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
-4. Actor input: the agent's obs_k-local observation (`--agent-obsk`); critic input of agent i: the global state
-   (env.state()) + one-hot i. Both are normalised by a running mean/var, clipped to +-obs_norm_clip, updated
-   during rollouts only, saved in the checkpoint and used by evaluation.
-5. A time-limit truncation is not terminal: gamma * V_i(final state) is added to agent i's reward at that step
-   and the trace is cut there (bootstrap_truncation). A fall (MuJoCo termination) is terminal.
-6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors for speed only. The nets do
-   not move during a rollout, so log-probs and values are computed after it in one batch. Each critic trains
-   only in its own turn, so the stored values of the remaining agents are those of their current critics when
-   PreOPC is recomputed; only rho changes from turn to turn.
-7. Turn k: log rho = sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow to inf
-   and meet an underflow: NaN); PreOPC for every agent; the semi-greedy pick among the remaining agents by
-   mean |A_i| (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform);
-   eps_i = C(eps, k+1); update_epochs epochs of a critic-only pass, then an actor + critic pass. Advantages are
-   normalised jointly over (t, env, agent), as in the A2PO code base, so an agent whose advantages are small
-   next to the team's takes a small step; agent i's critic regresses on A + V in its own ValueNorm space.
+4. Actor input: the agent's obs_k-local observation (--agent-obsk); critic input of agent i: the global state +
+   one-hot i. Both are normalised by running mean/var statistics, clipped to +-obs_norm_clip, updated during
+   rollouts only, saved in the checkpoint and used by evaluation.
+5. A time-limit truncation is not terminal: gamma * V_i(final state) is added to agent i's reward there and the
+   trace is cut. A fall (MuJoCo termination) is terminal.
+6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors for speed only. The nets do not
+   move during a rollout, so log-probs and values are computed after it in one batch; each critic trains only in
+   its own turn, so the remaining agents' stored values are their current critics' when PreOPC is recomputed.
+7. Turn k: log rho = sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow to inf and
+   meet an underflow: NaN); PreOPC for every agent; the semi-greedy pick among the remaining agents by mean |A_i|
+   (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform); eps_i = C(eps, k+1);
+   update_epochs epochs of a critic-only pass, then an actor + critic pass. Advantages are normalised jointly over
+   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
+   small step; agent i's critic regresses on A + V in its own ValueNorm space.
 8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
-   talk), not eps/2. The defaults are its MA-MuJoCo settings; the 4000 steps per update run as 8 workers x 500
-   steps, as the policy forward and the pipe round trip are paid once per step for all envs. The Hopper
-   presets (lr 1e-4, eps 0.1) apply only to flags not given on the command line.
+   talk), not eps/2. Its MA-MuJoCo settings are the defaults, the 4000 steps per update as 8 workers x 500 steps
+   (the policy forward and the pipe round trip are paid once per step for all envs); the Hopper presets apply
+   only to flags not given on the command line.
 9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
-10. Evaluation: mean actions for eval_episodes episodes, episode j on an env seeded env_seed(seed, 0, j) (the
-    same starts every time; iteration 0 is never a training stream), at step 0, every eval_interval env steps
-    and at the end. --capture-video renders its first episode offscreen (MUJOCO_GL=egl, else osmesa) without
-    shadows, reflections and skybox (about 10x faster in software GL) into an mp4.
+10. Evaluation: mean actions, episode j on an env seeded env_seed(seed, 0, j) (the same starts every time;
+    iteration 0 is never a training stream), at step 0, every eval_interval env steps and at the end.
+    --capture-video renders its first episode offscreen (MUJOCO_GL=egl, else osmesa) without shadows, reflections
+    and skybox (about 10x faster in software GL).
 11. Start-up notices a user cannot act on are dropped: gymnasium-robotics' Adroit-hand notice and MuJoCo's
     deprecation of 'settotalmass', which gymnasium's own robot models use. Other MuJoCo warnings still print.
 """
 
 import datetime
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -324,7 +322,7 @@ def layer_init(layer, gain):
 
 
 def mlp_body(in_dim, hidden_dim):
-    """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks (ALGORITHMS.md item 6)."""
+    """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks."""
     return nn.Sequential(
         nn.LayerNorm(in_dim),
         layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)),
@@ -370,7 +368,7 @@ class RolloutActors:
         def stack(tensors):  # (n, *largest shape): each agent's tensor in the leading corner, zeros elsewhere
             out = tensors[0].new_zeros(len(tensors), *np.max([t.shape for t in tensors], 0).tolist())
             for i, t in enumerate(tensors):
-                out[i][tuple(map(slice, t.shape))] = t
+                out[i][tuple(slice(0, size) for size in t.shape)] = t
             return (out.unsqueeze(1) if out.dim() == 2 else out).detach()  # vectors as (n, 1, dim): broadcast over E
 
         ln0, lin1, _, ln1, lin2, _, ln2, head = zip(*[[*actor.mean[0], actor.mean[1]] for actor in actors])
@@ -444,7 +442,7 @@ def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=Non
 
 
 def fast_offscreen_renderer(env):
-    """Software GL renders ~10x faster without shadows, reflections and skybox."""
+    """Offscreen renders without shadows, reflections and skybox."""
     viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
     for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
         viewer.scn.flags[flag] = 0
@@ -646,9 +644,8 @@ if __name__ == "__main__":
     n = len(agents)
     obs_dims = [eval_env.observation_spaces[a].shape[0] for a in agents]
     act_dims = [eval_env.action_spaces[a].shape[0] for a in agents]
-    obs_offsets, act_offsets = np.cumsum([0] + obs_dims), np.cumsum([0] + act_dims)
-    obs_slices = [slice(obs_offsets[i], obs_offsets[i + 1]) for i in range(n)]
-    act_slices = [slice(act_offsets[i], act_offsets[i + 1]) for i in range(n)]
+    obs_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + obs_dims))]
+    act_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + act_dims))]
     low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
     high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
     state_dim = eval_env.state().shape[0]
@@ -676,7 +673,7 @@ if __name__ == "__main__":
     value_norms = [ValueNorm().to(device) for _ in range(n)]
     actor_optims = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
-    obs_rms = RunningMeanStd(obs_offsets[-1], args.obs_norm_clip)
+    obs_rms = RunningMeanStd(sum(obs_dims), args.obs_norm_clip)
     state_rms = RunningMeanStd(state_dim, args.obs_norm_clip)
     order_gen = torch.Generator().manual_seed(args.seed)
     global_step, totals = 0, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
@@ -719,18 +716,16 @@ if __name__ == "__main__":
     last_eval = run_evaluation() if checkpoint is None else float("nan")
     next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
     T, E, B = args.num_steps, args.num_envs, args.batch_size
-    obs_buf = torch.zeros((T, E, obs_offsets[-1]), device=device)
+    obs_buf = torch.zeros((T, E, sum(obs_dims)), device=device)
     state_buf = torch.zeros((T + 1, E, state_dim), device=device)
-    action_buf = torch.zeros((T, E, act_offsets[-1]), device=device)
-    reward_buf, term_buf = torch.zeros((T, E)), torch.zeros((T, E), dtype=torch.bool)
-    trunc_buf = torch.zeros_like(term_buf)
+    action_buf = torch.zeros((T, E, sum(act_dims)), device=device)
     next_obs_raw, next_state_raw = envs.reset()
     obs_rms.update(next_obs_raw)
     state_rms.update(next_state_raw)
     start_time, start_step, earlier_wall_time = time.time(), global_step, totals["wall_time_s"]
     for iteration in range(start_iteration, args.num_iterations + 1):
         iter_start = time.time()
-        final_states, episode_returns = [], []
+        env_results, final_states, episode_returns = [], [], []
         policy = RolloutActors(actors, obs_slices, act_slices)
         for step in range(T):
             global_step += E
@@ -742,8 +737,7 @@ if __name__ == "__main__":
             next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = envs.step(
                 np.clip(action_buf[step].cpu().numpy(), low, high)
             )
-            for buf, value in ((reward_buf, reward), (term_buf, term), (trunc_buf, trunc)):
-                buf[step] = torch.from_numpy(value)
+            env_results.append((reward, term, trunc))
             final_states += [(step, e, state_rms.normalize(f)) for e, f in enumerate(finals) if f is not None]
             obs_rms.update(next_obs_raw)
             state_rms.update(next_state_raw)
@@ -767,9 +761,8 @@ if __name__ == "__main__":
                 final_values[idx_t, idx_e] = torch.stack(
                     [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1
                 )
-            rewards, continues = bootstrap_truncation(
-                reward_buf.to(device), term_buf.to(device), trunc_buf.to(device), final_values, args.gamma
-            )
+            reward_buf, term_buf, trunc_buf = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*env_results))
+            rewards, continues = bootstrap_truncation(reward_buf, term_buf, trunc_buf, final_values, args.gamma)
             continues = continues.unsqueeze(-1)  # rewards are per agent, so continues broadcast over agents
             gae = compute_gae(rewards, values_bar[:T], values_bar[T], continues, args.gamma, args.gae_lambda)
         sampling_time = time.time() - iter_start
