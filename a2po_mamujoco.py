@@ -7,49 +7,44 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
-Implementation details:
-1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1,
-   Hopper 3x1, Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1. Partitions gymnasium-robotics
-   does not ship are built as `agent_factorization` from the joints, edges and globals of
-   `get_parts_and_edges(scenario, None)`: Nx1 is one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the
-   A2PO code base's groupings ((foot, leg), (thigh, foot_left), (leg_left, thigh_left) for Walker2d), so
-   results compare with its numbers.
-2. gymnasium-robotics builds on the v5 single-agent models, so returns differ from papers that used v2.
-3. One env per subprocess worker (Pipe, fork); a finished episode resets inside the worker, which sends
-   the global state before the reset. An idle worker checks its parent pid every second and exits once the
-   trainer is gone (after a kill -9 no EOF comes: forked siblings hold its pipe open). Env seeds are
-   env_seed(seed, first iteration of the process, env): runs with consecutive --seed and resumed runs never
-   share an env stream. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds.
-4. Running mean/var normalisation of actor observations and critic states, clipped to +-obs_norm_clip;
-   the statistics are updated during rollouts only, saved in the checkpoint and used by evaluation.
-5. Critic input of agent i: the normalised global state (env.state()) + one-hot id; actor input: its
-   obs_k-local observation (`--agent-obsk`, gymnasium-robotics' default 1).
-6. A time-limit truncation is not terminal: gamma * V_i(final state) is folded into agent i's reward at
-   that step and continues = 0 there (see bootstrap_truncation). A MuJoCo termination (fall) is terminal.
-7. Rollouts act through RolloutActors, one batched forward of all actors per step (equal to the per-agent
-   nets up to rounding; 0.15 vs 2.2 ms per step on Humanoid 17x1). Nets do not move during the rollout, so
-   values and log-probs are computed after it in one batch. Torch runs on one thread: beside the env
-   workers, a second thread slowed updates 25x. Each agent's critic is only trained in its own turn, so the remaining agents' stored values are their
-   critics "as they are now" when PreOPC is recomputed; only rho changes from turn to turn.
-8. Per turn k: log rho = sum of the updated agents' log-ratios (no grad; a product of 16 float32 ratios can
-   overflow to inf and meet an underflow: NaN), PreOPC for every agent, semi-greedy pick among the remaining
-   agents by mean |A_i| (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform),
-   eps_i = C(eps, k+1), update_epochs epochs of (critic-only pass, then actor + critic pass). Advantages are
-   normalised jointly over (t, env, agent), as in the A2PO code base, so an agent whose advantages are small
-   next to the team's takes a small step; agent i's critic regresses on A + V in its own ValueNorm space.
-9. Official-code departures (ALGORITHMS.md): one lambda per PreOPC step (not two); g clipped to 1 +- eps_i/2
-   (the talk), not eps/2. Defaults are the official MA-MuJoCo settings; the 4000 steps per update are
-   8 workers x 500 steps: on 2 cores random-action throughput is flat from 2 to 8 workers, while the
-   policy forward and pipe round trip are paid once per step for all envs, so 8 x 500 sampled HalfCheetah
-   6x1 1.6x faster than 4 x 1000 (2480 vs 1570 env steps/s). The Hopper presets (lr 1e-4, eps 0.1) apply
+Implementation details (README.md, "A2PO on MA-MuJoCo"):
+1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1, Hopper 3x1,
+   Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1, on gymnasium-robotics' v5 robots (returns differ from
+   papers that used v2). Partitions it does not ship are built from `get_parts_and_edges(scenario, None)`: Nx1 is
+   one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the A2PO code base's groupings, to compare with it.
+2. One env per subprocess worker (Pipe, fork); a finished episode resets in the worker, which sends the global
+   state from before the reset. Env seeds hash (seed, first iteration of the process, env index), so runs with
+   consecutive --seed and resumed runs never share an env stream. An idle worker exits once its parent is gone.
+3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
+4. Actor input: the agent's obs_k-local observation (--agent-obsk); critic input of agent i: the global state +
+   one-hot i. Both are normalised by running mean/var statistics, clipped to +-obs_norm_clip, updated during
+   rollouts only, saved in the checkpoint and used by evaluation.
+5. A time-limit truncation is not terminal: gamma * V_i(final state) is added to agent i's reward there and the
+   trace is cut. A fall (MuJoCo termination) is terminal.
+6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors for speed only. The nets do not
+   move during a rollout, so log-probs and values are computed after it in one batch; each critic trains only in
+   its own turn, so the remaining agents' stored values are their current critics' when PreOPC is recomputed.
+7. Turn k: log rho = sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow to inf and
+   meet an underflow: NaN); PreOPC for every agent; the semi-greedy pick among the remaining agents by mean |A_i|
+   (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform); eps_i = C(eps, k+1);
+   update_epochs epochs of a critic-only pass, then an actor + critic pass. Advantages are normalised jointly over
+   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
+   small step; agent i's critic regresses on A + V in its own ValueNorm space.
+8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
+   talk), not eps/2. Its MA-MuJoCo settings are the defaults, the 4000 steps per update as 8 workers x 500 steps
+   (the policy forward and the pipe round trip are paid once per step for all envs); the Hopper presets apply
    only to flags not given on the command line.
-10. Evaluation: mean actions for eval_episodes episodes, episode j on an env seeded env_seed(seed, 0, j) (the
-    same starts every time; iteration 0 is never a training stream), at step 0, every eval_interval env steps
-    and at the end.
-11. --capture-video renders the first episode of each evaluation offscreen (MUJOCO_GL=egl, else osmesa)
-    with shadows, reflections and skybox off (about 10x faster in software GL), saved as mp4 by imageio.
+9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
+10. Evaluation: mean actions, episode j on an env seeded env_seed(seed, 0, j) (the same starts every time;
+    iteration 0 is never a training stream), at step 0, every eval_interval env steps and at the end.
+    --capture-video renders its first episode offscreen (MUJOCO_GL=egl, else osmesa) without shadows, reflections
+    and skybox (about 10x faster in software GL).
+11. Start-up notices a user cannot act on are dropped: gymnasium-robotics' Adroit-hand notice and MuJoCo's
+    deprecation of 'settotalmass', which gymnasium's own robot models use. Other MuJoCo warnings still print.
 """
 
+import datetime
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -59,15 +54,27 @@ import sys
 import time
 from dataclasses import dataclass
 
+import farama_notifications
 import mujoco
 import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from gymnasium_robotics import mamujoco_v1
-from gymnasium_robotics.envs.multiagent_mujoco.obsk import get_parts_and_edges
 from torch.distributions import Normal
 from torch.utils.tensorboard import SummaryWriter
+
+farama_notifications.notifications.pop("gymnasium_robotics", None)  # else printed when gymnasium_robotics loads
+from gymnasium_robotics import mamujoco_v1  # noqa: E402
+from gymnasium_robotics.envs.multiagent_mujoco.obsk import get_parts_and_edges  # noqa: E402
+
+
+def mujoco_warning(message):
+    """MuJoCo's warnings on stderr, less the deprecation of 'settotalmass' in gymnasium's own robot models."""
+    if "settotalmass" not in message:
+        print(f"WARNING: {message}", file=sys.stderr)
+
+
+mujoco.set_mju_user_warning(mujoco_warning)
 
 
 @dataclass
@@ -197,27 +204,16 @@ def check_task(scenario, agent_conf):
         )
 
 
-def make_env(scenario, agent_conf, agent_obsk, render_mode=None, **kwargs):
+def make_env(scenario, agent_conf, agent_obsk, **kwargs):
     """A MaMuJoCo parallel env; custom partitions are built from get_parts_and_edges(scenario, None)."""
-    factorization = None
     if (scenario, agent_conf) in CUSTOM_PARTITIONS:
         parts, edges, global_nodes = get_parts_and_edges(scenario, None)
         joints = {node.label: node for node in parts[0]}
         groups = CUSTOM_PARTITIONS[(scenario, agent_conf)]
         groups = [(label,) for label in joints] if groups == "per_joint" else groups
-        factorization = {
-            "partition": [tuple(joints[label] for label in g) for g in groups],
-            "edges": edges,
-            "globals": global_nodes,
-        }
-    return mamujoco_v1.parallel_env(
-        scenario,
-        agent_conf,
-        agent_obsk=agent_obsk,
-        agent_factorization=factorization,
-        render_mode=render_mode,
-        **kwargs,
-    )
+        partition = [tuple(joints[label] for label in group) for group in groups]
+        kwargs["agent_factorization"] = {"partition": partition, "edges": edges, "globals": global_nodes}
+    return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
 
 
 def flat_obs(env, obs):
@@ -246,24 +242,15 @@ def env_worker(remote, env_kwargs, seed):
         cmd, data = remote.recv()
         if cmd == "step":
             obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(data, splits))))
-            reward, term, trunc = rewards[agents[0]], terms[agents[0]], truncs[agents[0]]
+            reward, term = rewards[agents[0]], terms[agents[0]]
+            trunc = truncs[agents[0]] and not term  # a time limit reached by a fall counts as the fall
             ep_return, ep_length = ep_return + reward, ep_length + 1
-            final_state, episode = None, None
-            if term or trunc:
-                final_state = env.state().astype(np.float32) if (trunc and not term) else None
-                episode, ep_return, ep_length = (ep_return, ep_length), 0.0, 0
+            final_state = env.state().astype(np.float32) if trunc else None
+            episode = (ep_return, ep_length) if term or trunc else None
+            if episode is not None:
+                ep_return, ep_length = 0.0, 0
                 obs, _ = env.reset()
-            remote.send(
-                (
-                    flat_obs(env, obs),
-                    env.state().astype(np.float32),
-                    reward,
-                    term,
-                    trunc and not term,
-                    final_state,
-                    episode,
-                )
-            )
+            remote.send((flat_obs(env, obs), env.state().astype(np.float32), reward, term, trunc, final_state, episode))
         elif cmd == "reset":
             remote.send((flat_obs(env, obs), env.state().astype(np.float32)))
         elif cmd == "close":
@@ -295,15 +282,8 @@ class SubprocVecEnv:
         for remote, action in zip(self.remotes, actions):
             remote.send(("step", action))
         obs, states, rewards, terms, truncs, final_states, episodes = zip(*[remote.recv() for remote in self.remotes])
-        return (
-            np.stack(obs),
-            np.stack(states),
-            np.array(rewards, dtype=np.float32),
-            np.array(terms),
-            np.array(truncs),
-            final_states,
-            episodes,
-        )
+        rewards = np.array(rewards, dtype=np.float32)
+        return np.stack(obs), np.stack(states), rewards, np.array(terms), np.array(truncs), final_states, episodes
 
     def close(self):
         for remote in self.remotes:
@@ -342,7 +322,7 @@ def layer_init(layer, gain):
 
 
 def mlp_body(in_dim, hidden_dim):
-    """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks (ALGORITHMS.md item 6)."""
+    """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks."""
     return nn.Sequential(
         nn.LayerNorm(in_dim),
         layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)),
@@ -368,58 +348,50 @@ class Actor(nn.Module):
 
 
 class RolloutActors:
-    """A frozen snapshot of all actors, run as one batched (bmm) forward per rollout step.
+    """Speed only: the mean actions of all actors in one batched forward (bmm) per rollout or evaluation step.
 
-    Calling n small MLPs one by one costs ~0.13 ms each per step (2.2 ms for Humanoid 17x1), more than the
-    envs. Inputs and heads are zero-padded to the largest agent; the input LayerNorm uses each agent's true
-    width, and zero weight rows/columns keep the padding out: the means equal actor.mean(obs_i) up to rounding.
+    Called one by one, n small MLPs cost more than the envs. Inputs and heads are zero-padded to the largest agent;
+    the input LayerNorm divides by each agent's own width and zero weights keep the padding out, so the means
+    equal the actors' up to rounding (tests/test_a2po_mamujoco.py checks it). Build it after each update.
     """
 
-    def __init__(self, actors, obs_slices, act_slices, obs_width, device):
-        n, d_max, a_max = (
-            len(actors),
-            max(s.stop - s.start for s in obs_slices),
-            max(s.stop - s.start for s in act_slices),
-        )
-        self.gather = torch.full((n, d_max), obs_width, dtype=torch.long)  # index obs_width = an appended zero
-        self.act_index = torch.cat([torch.arange(s.stop - s.start) + i * a_max for i, s in enumerate(act_slices)])
-        pad = lambda x, size: torch.cat([x, x.new_zeros(size - x.shape[0], *x.shape[1:])])  # noqa: E731
-        p = {k: [] for k in ("w0", "b0", "w1", "b1", "g1", "c1", "w2", "b2", "g2", "c2", "w3", "b3", "log_std")}
-        for i, (actor, s) in enumerate(zip(actors, obs_slices)):
-            d, a = s.stop - s.start, act_slices[i].stop - act_slices[i].start
-            self.gather[i, :d] = torch.arange(s.start, s.stop)
-            ln0, lin1, _, ln1, lin2, _, ln2 = actor.mean[0]
-            head = actor.mean[1]
-            p["w0"].append(pad(ln0.weight, d_max)), p["b0"].append(pad(ln0.bias, d_max))
-            p["w1"].append(pad(lin1.weight.T, d_max)), p["b1"].append(lin1.bias)
-            p["g1"].append(ln1.weight), p["c1"].append(ln1.bias), p["g2"].append(ln2.weight), p["c2"].append(ln2.bias)
-            p["w2"].append(lin2.weight.T), p["b2"].append(lin2.bias)
-            p["w3"].append(pad(head.weight, a_max).T), p["b3"].append(pad(head.bias, a_max))
-            p["log_std"].append(pad(actor.log_std, a_max))
-        self.p = {k: torch.stack(v).detach().to(device) for k, v in p.items()}
-        self.std = self.p["log_std"].exp().reshape(-1)[self.act_index.to(device)]
-        for k in ("w0", "b0", "b1", "g1", "c1", "b2", "g2", "c2", "b3"):  # (n, 1, dim): broadcast over envs
-            self.p[k] = self.p[k].unsqueeze(1)
-        self.p["width"] = torch.tensor([s.stop - s.start for s in obs_slices], dtype=torch.float32, device=device)[
-            :, None, None
-        ]
-        self.gather, self.act_index = self.gather.to(device), self.act_index.to(device)
+    def __init__(self, actors, obs_slices, act_slices):
+        widths, act_dims = [s.stop - s.start for s in obs_slices], [s.stop - s.start for s in act_slices]
+        d, a, obs_width, device = max(widths), max(act_dims), int(obs_slices[-1].stop), actors[0].log_std.device
+        gather = [list(range(s.start, s.stop)) + [obs_width] * (d - w) for s, w in zip(obs_slices, widths)]
+        self.gather = torch.tensor(gather, device=device)  # index obs_width: a zero column appended to obs
         self.mask = (self.gather < obs_width).unsqueeze(1)
-        self.eps = actors[0].mean[0][0].eps
+        self.width = torch.tensor(widths, dtype=torch.float32, device=device)[:, None, None]
+        self.act_index = torch.cat([torch.arange(k) + i * a for i, k in enumerate(act_dims)]).to(device)
+        self.std = torch.cat([actor.log_std for actor in actors]).exp().detach()
+
+        def stack(tensors):  # (n, *largest shape): each agent's tensor in the leading corner, zeros elsewhere
+            out = tensors[0].new_zeros(len(tensors), *np.max([t.shape for t in tensors], 0).tolist())
+            for i, t in enumerate(tensors):
+                out[i][tuple(slice(0, size) for size in t.shape)] = t
+            return (out.unsqueeze(1) if out.dim() == 2 else out).detach()  # vectors as (n, 1, dim): broadcast over E
+
+        ln0, lin1, _, ln1, lin2, _, ln2, head = zip(*[[*actor.mean[0], actor.mean[1]] for actor in actors])
+        self.w0, self.b0 = stack([m.weight for m in ln0]), stack([m.bias for m in ln0])
+        self.w1, self.b1 = stack([m.weight.T for m in lin1]), stack([m.bias for m in lin1])
+        self.g1, self.c1 = stack([m.weight for m in ln1]), stack([m.bias for m in ln1])
+        self.w2, self.b2 = stack([m.weight.T for m in lin2]), stack([m.bias for m in lin2])
+        self.g2, self.c2 = stack([m.weight for m in ln2]), stack([m.bias for m in ln2])
+        self.w3, self.b3 = stack([m.weight.T for m in head]), stack([m.bias for m in head])
+        self.eps = ln0[0].eps
 
     def __call__(self, obs):
-        """obs (E, sum d_i) normalised -> mean actions (E, sum a_i) in the flat action layout."""
-        p, E = self.p, obs.shape[0]
-        x = torch.cat([obs, obs.new_zeros(E, 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d_max)
-        mean = x.sum(-1, keepdim=True) / p["width"]  # LayerNorm over each agent's true width
-        var = (((x - mean) * self.mask) ** 2).sum(-1, keepdim=True) / p["width"]
-        x = (x - mean) / (var + self.eps).sqrt() * p["w0"] + p["b0"]
-        h = torch.relu(torch.baddbmm(p["b1"], x, p["w1"]))
-        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * p["g1"] + p["c1"]
-        h = torch.relu(torch.baddbmm(p["b2"], h, p["w2"]))
-        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * p["g2"] + p["c2"]
-        out = torch.baddbmm(p["b3"], h, p["w3"])  # (n, E, a_max)
-        return out.transpose(0, 1).reshape(E, -1)[:, self.act_index]
+        """obs (E, sum d_i), normalised -> mean actions (E, sum a_i) in the flat action layout."""
+        E = obs.shape[0]
+        x = torch.cat([obs, obs.new_zeros(E, 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d)
+        mean = x.sum(-1, keepdim=True) / self.width  # the input LayerNorm over each agent's own width
+        var = (((x - mean) * self.mask) ** 2).sum(-1, keepdim=True) / self.width
+        x = (x - mean) / (var + self.eps).sqrt() * self.w0 + self.b0
+        h = torch.relu(torch.baddbmm(self.b1, x, self.w1))
+        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * self.g1 + self.c1
+        h = torch.relu(torch.baddbmm(self.b2, h, self.w2))
+        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * self.g2 + self.c2
+        return torch.baddbmm(self.b3, h, self.w3).transpose(0, 1).reshape(E, -1)[:, self.act_index]
 
 
 class Critic(nn.Module):
@@ -470,7 +442,7 @@ def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=Non
 
 
 def fast_offscreen_renderer(env):
-    """Software GL renders ~10x faster without shadows, reflections and skybox."""
+    """Offscreen renders without shadows, reflections and skybox."""
     viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
     for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
         viewer.scn.flags[flag] = 0
@@ -492,7 +464,7 @@ def pick_gl_backend():
 
 
 # ---------------------------------------------------------------------------------------------
-# TRY NOT TO MODIFY: machinery shared by every script (ALGORITHMS.md, "Machinery").
+# TRY NOT TO MODIFY: ValueNorm, the clipped Huber value loss and the advantages of every A2PO script
 # ---------------------------------------------------------------------------------------------
 class ValueNorm(nn.Module):
     """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
@@ -595,16 +567,6 @@ def semi_greedy_pick(position, scores, remaining, generator):
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 
 
-def semi_greedy_order(scores, generator):
-    """A permutation of range(n) by the semi-greedy rule; scores[i] = mean |A_i| over alive samples."""
-    remaining, order = list(range(len(scores))), []
-    for position in range(len(scores)):
-        agent = semi_greedy_pick(position, scores, remaining, generator)
-        order.append(agent)
-        remaining.remove(agent)
-    return order
-
-
 def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma, gae_lambda):
     """PreOPC advantages (T, E, n) of every agent for one turn, log_rho (T, E) = log of the joint ratio of the agents
     already updated, and the same advantages normalised jointly over (t, env, agent) as the A2PO code base does."""
@@ -617,25 +579,28 @@ if __name__ == "__main__":
     args = apply_presets(tyro.cli(Args), sys.argv[1:])
     check_task(args.scenario, args.agent_conf)
     args.batch_size = args.num_envs * args.num_steps
-    if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
-        raise SystemExit(
-            f"error: batch_size {args.batch_size} (num_envs * num_steps) is not divisible by "
-            f"num_minibatches {args.num_minibatches}. Pick num_minibatches dividing it."
-        )
-    args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
-    if args.num_iterations < 1:
-        raise SystemExit(
-            f"error: total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
-            "Raise --total-timesteps or lower --num-envs/--num-steps."
-        )
-    if args.agent_obsk < 0:
-        raise SystemExit("error: --agent-obsk must be >= 0.")
-    if not 0 <= args.clip_c <= 1:
-        raise SystemExit(
-            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-            "must grow from eps*c to eps along the order."
-        )
+    for failed, message in (
+        (
+            args.num_minibatches < 1 or args.batch_size % args.num_minibatches,
+            f"batch_size {args.batch_size} (num_envs * num_steps) is not divisible by num_minibatches "
+            f"{args.num_minibatches}. Pick num_minibatches dividing it.",
+        ),
+        (
+            args.num_iterations < 1,
+            f"total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
+            "Raise --total-timesteps or lower --num-envs/--num-steps.",
+        ),
+        (args.agent_obsk < 0, "--agent-obsk must be >= 0."),
+        (
+            not 0 <= args.clip_c <= 1,
+            f"--clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
+            "must grow from eps*c to eps along the order.",
+        ),
+    ):
+        if failed:
+            raise SystemExit(f"error: {message}")
+    args.minibatch_size = args.batch_size // args.num_minibatches
     if args.capture_video:
         try:
             import imageio.v2 as imageio
@@ -654,44 +619,38 @@ if __name__ == "__main__":
             f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run."
         ) from None
     if checkpoint is not None:
-        if (checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]) != (args.scenario, args.agent_conf):
+        saved = checkpoint["args"]
+        if (saved["scenario"], saved["agent_conf"]) != (args.scenario, args.agent_conf):
             raise SystemExit(
-                f"error: the checkpoint is for {checkpoint['args']['scenario']} "
-                f"{checkpoint['args']['agent_conf']}. Pass the same --scenario and --agent-conf."
+                f"error: the checkpoint is for {saved['scenario']} {saved['agent_conf']}. "
+                "Pass the same --scenario and --agent-conf."
             )
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir = f"{args.runs_dir}/{run_name}"
 
-    # TRY NOT TO MODIFY: seeding, logging
+    # TRY NOT TO MODIFY: seeding, envs, logging
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    # 64-wide MLPs gain nothing from intra-op threads; beside the env workers on 2 cores, 2 threads made one
-    # actor + critic step on 4000 samples 25x slower (535 ms vs 21 ms measured).
     torch.set_num_threads(1)
     env_kwargs = dict(scenario=args.scenario, agent_conf=args.agent_conf, agent_obsk=args.agent_obsk)
-    eval_env = make_env(
-        **env_kwargs,
-        render_mode="rgb_array" if args.capture_video else None,
-        **({"width": 320, "height": 240} if args.capture_video else {}),
-    )
+    video = dict(render_mode="rgb_array", width=320, height=240) if args.capture_video else {}
+    eval_env = make_env(**env_kwargs, **video)
     agents = eval_env.possible_agents
     n = len(agents)
     obs_dims = [eval_env.observation_spaces[a].shape[0] for a in agents]
     act_dims = [eval_env.action_spaces[a].shape[0] for a in agents]
-    obs_offsets, act_offsets = np.cumsum([0] + obs_dims), np.cumsum([0] + act_dims)
-    obs_slices = [slice(obs_offsets[i], obs_offsets[i + 1]) for i in range(n)]
-    act_slices = [slice(act_offsets[i], act_offsets[i + 1]) for i in range(n)]
+    obs_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + obs_dims))]
+    act_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + act_dims))]
     low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
     high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
     state_dim = eval_env.state().shape[0]
     start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
     envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
-
     if args.track:
         import wandb
 
@@ -705,9 +664,8 @@ if __name__ == "__main__":
             save_code=True,
         )
     writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
     # ALGO LOGIC: one actor, one critic, one ValueNorm and two optimisers per agent
     actors = [Actor(obs_dims[i], act_dims[i], args.hidden_dim).to(device) for i in range(n)]
@@ -715,53 +673,30 @@ if __name__ == "__main__":
     value_norms = [ValueNorm().to(device) for _ in range(n)]
     actor_optims = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
-    obs_rms, state_rms = (
-        RunningMeanStd(obs_offsets[-1], args.obs_norm_clip),
-        RunningMeanStd(state_dim, args.obs_norm_clip),
-    )
+    obs_rms = RunningMeanStd(sum(obs_dims), args.obs_norm_clip)
+    state_rms = RunningMeanStd(state_dim, args.obs_norm_clip)
     order_gen = torch.Generator().manual_seed(args.seed)
     global_step, totals = 0, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
+
+    # TRY NOT TO MODIFY: what a checkpoint saves and restores (a list holds one object per agent)
+    state = dict(actors=actors, critics=critics, value_norms=value_norms, actor_optims=actor_optims)
+    state.update(critic_optims=critic_optims, obs_rms=obs_rms, state_rms=state_rms)
+    rngs = dict(torch=(torch.get_rng_state, torch.set_rng_state), numpy=(np.random.get_state, np.random.set_state))
+    rngs.update(python=(random.getstate, random.setstate), order=(order_gen.get_state, order_gen.set_state))
     if checkpoint is not None:
-        for modules, key in (
-            (actors, "actors"),
-            (critics, "critics"),
-            (value_norms, "value_norms"),
-            (actor_optims, "actor_optims"),
-            (critic_optims, "critic_optims"),
-        ):
-            for module, state in zip(modules, checkpoint[key]):
-                module.load_state_dict(state)
-        obs_rms.load_state_dict(checkpoint["obs_rms"])
-        state_rms.load_state_dict(checkpoint["state_rms"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        random.setstate(checkpoint["rng"]["python"])
-        order_gen.set_state(checkpoint["rng"]["order"])
+        for key, obj in state.items():
+            for x, saved in zip(obj, checkpoint[key]) if isinstance(obj, list) else [(obj, checkpoint[key])]:
+                x.load_state_dict(saved)
+        for key, (_, set_state) in rngs.items():
+            set_state(checkpoint["rng"][key])
         global_step, totals = checkpoint["global_step"], checkpoint["totals"]
         print(f"resumed from {args.resume} at global_step {global_step}")
 
     def save_checkpoint(iteration):
-        state = {
-            "actors": [a.state_dict() for a in actors],
-            "critics": [c.state_dict() for c in critics],
-            "value_norms": [v.state_dict() for v in value_norms],
-            "actor_optims": [o.state_dict() for o in actor_optims],
-            "critic_optims": [o.state_dict() for o in critic_optims],
-            "obs_rms": obs_rms.state_dict(),
-            "state_rms": state_rms.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "order": order_gen.get_state(),
-            },
-            "global_step": global_step,
-            "iteration": iteration,
-            "run_name": run_name,
-            "totals": totals,
-            "args": vars(args),
-        }
-        torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
+        ckpt = {k: [x.state_dict() for x in v] if isinstance(v, list) else v.state_dict() for k, v in state.items()}
+        ckpt["rng"] = {key: get_state() for key, (get_state, _) in rngs.items()}
+        ckpt.update(global_step=global_step, iteration=iteration, run_name=run_name, totals=totals, args=vars(args))
+        torch.save(ckpt, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
     def run_evaluation():
@@ -769,7 +704,7 @@ if __name__ == "__main__":
         if frames is not None:
             eval_env.reset(seed=env_seed(args.seed, 0, 0))
             fast_offscreen_renderer(eval_env)
-        policy = RolloutActors(actors, obs_slices, act_slices, obs_offsets[-1], device)
+        policy = RolloutActors(actors, obs_slices, act_slices)
         result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed, device, frames)
         writer.add_scalar("eval/episodic_return", result, global_step)
         if frames:
@@ -781,71 +716,53 @@ if __name__ == "__main__":
     last_eval = run_evaluation() if checkpoint is None else float("nan")
     next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
     T, E, B = args.num_steps, args.num_envs, args.batch_size
-    obs_buf = torch.zeros((T, E, obs_offsets[-1]), device=device)
+    obs_buf = torch.zeros((T, E, sum(obs_dims)), device=device)
     state_buf = torch.zeros((T + 1, E, state_dim), device=device)
-    action_buf = torch.zeros((T, E, act_offsets[-1]), device=device)
-    reward_buf, term_buf, trunc_buf = (
-        torch.zeros((T, E)),
-        torch.zeros((T, E), dtype=torch.bool),
-        torch.zeros((T, E), dtype=torch.bool),
-    )
+    action_buf = torch.zeros((T, E, sum(act_dims)), device=device)
     next_obs_raw, next_state_raw = envs.reset()
     obs_rms.update(next_obs_raw)
     state_rms.update(next_state_raw)
-    start_time = time.time() - totals["wall_time_s"]
+    start_time, start_step, earlier_wall_time = time.time(), global_step, totals["wall_time_s"]
     for iteration in range(start_iteration, args.num_iterations + 1):
         iter_start = time.time()
-        final_states, episode_returns = [], []
-        policy = RolloutActors(actors, obs_slices, act_slices, obs_offsets[-1], device)
+        env_results, final_states, episode_returns = [], [], []
+        policy = RolloutActors(actors, obs_slices, act_slices)
         for step in range(T):
             global_step += E
-            obs_norm = torch.from_numpy(obs_rms.normalize(next_obs_raw)).to(device)
-            obs_buf[step] = obs_norm
+            obs_buf[step] = torch.from_numpy(obs_rms.normalize(next_obs_raw)).to(device)
             state_buf[step] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
             with torch.no_grad():
-                mean = policy(obs_norm)
-                action = mean + policy.std * torch.randn_like(mean)
-            action_buf[step] = action
+                mean = policy(obs_buf[step])
+                action_buf[step] = mean + policy.std * torch.randn_like(mean)
             next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = envs.step(
-                np.clip(action.cpu().numpy(), low, high)
+                np.clip(action_buf[step].cpu().numpy(), low, high)
             )
-            reward_buf[step], term_buf[step], trunc_buf[step] = (
-                torch.from_numpy(reward),
-                torch.from_numpy(term),
-                torch.from_numpy(trunc),
-            )
+            env_results.append((reward, term, trunc))
             final_states += [(step, e, state_rms.normalize(f)) for e, f in enumerate(finals) if f is not None]
             obs_rms.update(next_obs_raw)
             state_rms.update(next_state_raw)
-            for episode in episodes:
-                if episode is not None:
-                    episode_returns.append(episode[0])
-                    writer.add_scalar("charts/episodic_return", episode[0], global_step)
-                    writer.add_scalar("charts/episodic_length", episode[1], global_step)
+            for episode_return, episode_length in (episode for episode in episodes if episode is not None):
+                episode_returns.append(episode_return)
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_length", episode_length, global_step)
         state_buf[T] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
 
-        # ALGO LOGIC: behaviour log-probs and values in one batch (nets are fixed during the rollout)
+        # ALGO LOGIC: behaviour log-probs and values in one batch (the nets do not move during the rollout)
         with torch.no_grad():
             b_obs, b_actions = obs_buf.reshape(B, -1), action_buf.reshape(B, -1)
-            logprobs = torch.stack(
-                [
-                    actors[i].dist(b_obs[:, obs_slices[i]]).log_prob(b_actions[:, act_slices[i]]).sum(-1)
-                    for i in range(n)
-                ],
-                -1,
-            )  # (B, n)
+            dists = [actors[i].dist(b_obs[:, obs_slices[i]]) for i in range(n)]
+            logprobs = torch.stack([d.log_prob(b_actions[:, s]).sum(-1) for d, s in zip(dists, act_slices)], -1)
             values_norm = torch.stack([critics[i](critic_input(state_buf, i, n)) for i in range(n)], -1)  # (T+1, E, n)
             values_bar = torch.stack([value_norms[i].denormalize(values_norm[..., i]) for i in range(n)], -1)
             final_values = torch.zeros((T, E, n), device=device)
             if final_states:
-                idx_t, idx_e = [f[0] for f in final_states], [f[1] for f in final_states]
-                finals = torch.from_numpy(np.stack([f[2] for f in final_states])).to(device)
+                idx_t, idx_e, finals = zip(*final_states)
+                finals = torch.from_numpy(np.stack(finals)).to(device)
                 final_values[idx_t, idx_e] = torch.stack(
                     [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1
                 )
-            rewards, continues = bootstrap_truncation(
-                reward_buf.to(device), term_buf.to(device), trunc_buf.to(device), final_values, args.gamma
-            )
+            reward_buf, term_buf, trunc_buf = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*env_results))
+            rewards, continues = bootstrap_truncation(reward_buf, term_buf, trunc_buf, final_values, args.gamma)
             continues = continues.unsqueeze(-1)  # rewards are per agent, so continues broadcast over agents
             gae = compute_gae(rewards, values_bar[:T], values_bar[T], continues, args.gamma, args.gae_lambda)
         sampling_time = time.time() - iter_start
@@ -853,7 +770,7 @@ if __name__ == "__main__":
         # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
-        remaining, order, stats = list(range(n)), [], []
+        remaining, order, stats = list(range(n)), [], {}
         b_states = state_buf[:T].reshape(B, -1)
         for k in range(n):
             with torch.no_grad():
@@ -867,8 +784,8 @@ if __name__ == "__main__":
             eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps, global_step)
             actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
-            adv = preopc[..., agent].reshape(B)
-            returns = adv + values_bar[:T, :, agent].reshape(B)
+            values_i = values_bar[:T, :, agent].reshape(B)
+            returns = preopc[..., agent].reshape(B) + values_i
             adv_norm = preopc_norm[..., agent].reshape(B)
             obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
             old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
@@ -892,78 +809,65 @@ if __name__ == "__main__":
                             nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
                             actor_optims[agent].step()
                         value_norm.update(returns[mb])
+                        returns_norm = value_norm.normalize(returns[mb])
                         v_loss = value_loss_fn(
-                            critic(crit_in[mb]),
-                            old_values[mb],
-                            value_norm.normalize(returns[mb]),
-                            args.clip_coef,
-                            args.huber_delta,
+                            critic(crit_in[mb]), old_values[mb], returns_norm, args.clip_coef, args.huber_delta
                         )
                         critic_optims[agent].zero_grad()
                         v_loss.backward()
                         nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                         critic_optims[agent].step()
             with torch.no_grad():
-                new_logratio = actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob
                 returns_var = returns.var()
-                stats.append(
-                    {
-                        "policy_loss": pg_loss.item(),
-                        "value_loss": v_loss.item(),
-                        "entropy": entropy.item(),
-                        "approx_kl": ((ratio - 1) - logratio).mean().item(),
-                        "clipfrac": ((l_i - 1.0).abs() > eps).float().mean().item(),
-                        "explained_variance": (
-                            1 - (returns - values_bar[:T, :, agent].reshape(B)).var() / returns_var
-                        ).item()
-                        if returns_var > 0
-                        else float("nan"),
-                        "trace_ratio_mean": rho.clamp(max=1.0).mean().item(),
-                        "preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean().item(),
-                    }
+                explained_var = (
+                    1 - (returns - values_i).var() / returns_var if returns_var > 0 else torch.tensor(float("nan"))
                 )
-                log_rho = log_rho + new_logratio.reshape(T, E)
+                turn_stats = {
+                    "losses/policy_loss": pg_loss,
+                    "losses/value_loss": v_loss,
+                    "losses/entropy": entropy,
+                    "losses/approx_kl": ((ratio - 1) - logratio).mean(),
+                    "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
+                    "losses/explained_variance": explained_var,
+                    "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
+                    "a2po/preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean(),
+                }
+                for tag, value in turn_stats.items():
+                    stats.setdefault(tag, []).append(value.item())
+                log_rho = log_rho + (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).reshape(T, E)
         updating_time = time.time() - update_start
 
         # TRY NOT TO MODIFY: record rewards and losses for plotting purposes
         totals["sampling_s"] += sampling_time
         totals["updating_s"] += updating_time
-        totals["wall_time_s"] = time.time() - start_time
-        sps = int(B / (sampling_time + updating_time))
-        for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"):
-            writer.add_scalar(f"losses/{key}", float(np.mean([s[key] for s in stats])), global_step)
-        writer.add_scalar("a2po/order_first", order[0], global_step)
-        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean([s["trace_ratio_mean"] for s in stats])), global_step)
-        writer.add_scalar("a2po/preopc_gap", float(np.mean([s["preopc_gap"] for s in stats])), global_step)
-        writer.add_scalar("charts/learning_rate", actor_optims[0].param_groups[0]["lr"], global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("time/sampling_s", sampling_time, global_step)
-        writer.add_scalar("time/updating_s", updating_time, global_step)
+        totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        scalars = {tag: float(np.mean(values)) for tag, values in stats.items()}
+        scalars.update({"a2po/order_first": order[0], "charts/learning_rate": actor_optims[0].param_groups[0]["lr"]})
+        scalars.update({"charts/SPS": sps, "time/sampling_s": sampling_time, "time/updating_s": updating_time})
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step)
+        writer.add_text("a2po/order", " ".join(map(str, order)), global_step)
         if global_step >= next_eval or iteration == args.num_iterations:
             last_eval = run_evaluation()
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
             if args.save_model:
                 save_checkpoint(iteration)
-        train_return = f"{np.mean(episode_returns):.1f}" if episode_returns else "n/a"
+        train = np.mean(episode_returns) if episode_returns else float("nan")
+        elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
+        eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * B / max(sps, 1)))
         print(
-            f"iteration={iteration}/{args.num_iterations} global_step={global_step} SPS={sps} "
-            f"return={train_return} eval_return={last_eval:.1f} order={order} "
-            f"sampling={sampling_time:.2f}s updating={updating_time:.2f}s",
+            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} "
+            f"eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
+            f"elapsed {elapsed} ETA {eta}",
             flush=True,
         )
 
-    totals["wall_time_s"] = time.time() - start_time
-    summary = {
-        "task": task,
-        "algo": "a2po",
-        "seed": args.seed,
-        "global_step": global_step,
-        **totals,
-        "final_eval": {"episodic_return": last_eval},
-        "args": vars(args),
-    }
+    totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
+    final_eval = {"episodic_return": last_eval}
+    summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals, final_eval=final_eval)
     with open(f"{run_dir}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
+        json.dump({**summary, "args": vars(args)}, f, indent=2)
     envs.close()
     eval_env.close()
     writer.close()

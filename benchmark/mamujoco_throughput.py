@@ -28,7 +28,7 @@ def random_steps_per_second(scenario, agent_conf, num_envs, steps):
     env = a2po.make_env(scenario, agent_conf, 1)
     low = np.concatenate([env.action_spaces[a].low for a in env.possible_agents])
     high = np.concatenate([env.action_spaces[a].high for a in env.possible_agents])
-    envs = a2po.SubprocVecEnv(num_envs, 0, dict(scenario=scenario, agent_conf=agent_conf, agent_obsk=1))
+    envs = a2po.SubprocVecEnv(range(num_envs), dict(scenario=scenario, agent_conf=agent_conf, agent_obsk=1))
     envs.reset()
     rng = np.random.default_rng(0)
     start = time.time()

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -43,6 +44,11 @@ COMMON_KEYS = [
     "a2po/preopc_gap",
 ]
 TINY = ["--num-envs", 2, "--eval-episodes", 1]
+TIME = r"(\d+ days?, )?\d+:\d\d:\d\d"
+ITER_LINE = re.compile(
+    rf"iter (\d+)/(\d+) step (\d+) SPS \d+ train (nan|-?\d+\.\d{{3}}) eval (nan|-?\d+\.\d{{3}}) "
+    rf"sample \d+\.\d\ds update \d+\.\d\ds elapsed {TIME} ETA {TIME}"
+)
 
 
 def t3(x):
@@ -108,13 +114,16 @@ def test_preopc_no_trace_across_episode_end_and_rho_t_not_in_a_t():
     assert a[2] == b[2] and a[1] != b[1]
 
 
-def test_semi_greedy_order_permutation_greedy_even_positions_uniform_odd_positions():
+def test_semi_greedy_picks_make_a_permutation_greedy_at_even_positions_uniform_at_odd_ones():
     g = torch.Generator().manual_seed(0)
     scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.7])
     second, fourth_is_best = np.zeros(5), 0
     draws = 4000
     for _ in range(draws):
-        order = m.semi_greedy_order(scores, g)
+        remaining, order = list(range(5)), []
+        for position in range(5):  # as the training loop picks one agent per turn
+            order.append(m.semi_greedy_pick(position, scores, remaining, g))
+            remaining.remove(order[-1])
         assert sorted(order) == list(range(5))
         for pos in (0, 2, 4):  # greedy, the first pick included: the best remaining score
             assert scores[order[pos]] == max(scores[i] for i in range(5) if i not in order[:pos])
@@ -193,7 +202,7 @@ def test_rollout_actors_match_the_per_agent_actors():
             p.data += 0.3 * torch.randn_like(p)
     o, a = np.cumsum([0] + dims), np.cumsum([0] + acts)
     obs_slices, act_slices = [slice(o[i], o[i + 1]) for i in range(3)], [slice(a[i], a[i + 1]) for i in range(3)]
-    policy = m.RolloutActors(actors, obs_slices, act_slices, o[-1], "cpu")
+    policy = m.RolloutActors(actors, obs_slices, act_slices)
     x = 3 * torch.randn(5, o[-1])
     with torch.no_grad():
         ref = torch.cat([actor.mean(x[:, s]) for actor, s in zip(actors, obs_slices)], -1)
@@ -300,7 +309,7 @@ def test_workers_exit_when_the_trainer_is_killed(tmp_path):
 
 def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
     # 2 envs x 500 steps x 2 iterations: each env hits the 1000-step time limit once (a truncation)
-    run_script(
+    proc = run_script(
         "a2po_mamujoco",
         "--scenario",
         "HalfCheetah",
@@ -328,6 +337,17 @@ def test_smoke_halfcheetah_2x3_truncation_and_logging(tmp_path):
     assert summary["task"] == "HalfCheetah-2x3" and summary["algo"] == "a2po" and summary["global_step"] == 2000
     assert math.isfinite(summary["final_eval"]["episodic_return"])
     assert summary["sampling_s"] > 0 and summary["updating_s"] > 0
+    # start-up prints nothing a user cannot act on; one line per iteration in the common format
+    for notice in ("AdroitHand", "settotalmass"):
+        assert notice not in proc.stdout, proc.stdout
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()  # MuJoCo's own handler logs every warning there
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
+    matches = [ITER_LINE.fullmatch(line) for line in lines]
+    assert len(lines) == 2 and all(matches), proc.stdout
+    assert [match.group(1, 2, 3) for match in matches] == [("1", "2", "1000"), ("2", "2", "2000")]
+    returns = [v for _, v in scalars["charts/episodic_return"]]  # both episodes end in the second iteration
+    assert matches[0].group(4) == "nan" and float(matches[1].group(4)) == pytest.approx(np.mean(returns), abs=1e-3)
+    assert float(matches[1].group(5)) == pytest.approx(summary["final_eval"]["episodic_return"], abs=1e-3)
 
 
 def test_smoke_humanoid_17x1(tmp_path):
@@ -376,7 +396,7 @@ def test_save_and_resume_keep_obs_normalisation_and_global_step(tmp_path):
         cwd=tmp_path,
         timeout=240,
     )
-    assert "resumed from" in proc.stdout and "global_step=400" in proc.stdout
+    assert "resumed from" in proc.stdout and "iter 2/2 step 400 " in proc.stdout
     assert only_run_dir(tmp_path) == run_dir  # logging continued in the same folder
     second = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert second["global_step"] == 400
