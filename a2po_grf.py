@@ -9,23 +9,23 @@ table: goals, lost, passes, pass rate, assists.
 Run: `bash install_gfootball.sh && python a2po_grf.py --env-name academy_3_vs_1_with_keeper --seed 1`
 
 Implementation details
-1. The env is gfootball's FootballEnv itself: its gym wrappers break under gym 0.26, and the behaviour metrics
-   need the raw observation. simple115v2 is Simple115StateWrapper.convert_observation; the "checkpoints"
-   reward is `checkpoint_reward`, gfootball's rule (a test compares it with gfootball's wrapper).
-2. One game per subprocess worker, without lockstep: a worker gets its next action as soon as its result
-   arrives (the waiting envs are batched, all agents in one batched-matmul pass), so no worker idles behind a
-   slow one (a game reset costs ~5 steps). Actions are Gumbel-max draws with per-env noise generators, so a
-   seed reproduces the rollout whatever the arrival order.
-3. Agents are the `--num-agents` controlled left players (default: the field players; the 5_vs_5 keeper is
-   not controllable); gfootball decides which player each agent slot drives. Actor i sees its slot's
-   simple115v2 + one-hot id; critic i sees all slots' simple115v2 concatenated + one-hot id.
+1. The env is gfootball's FootballEnv itself (its gym wrappers break under gym 0.26, and the behaviour metrics
+   need the raw observation), with Simple115StateWrapper.convert_observation for simple115v2 and gfootball's
+   "checkpoints" rule in `checkpoint_reward` (a test compares it with gfootball's wrapper).
+2. One game per subprocess worker and no lockstep: a worker gets its next action as soon as its result arrives
+   (the waiting envs share one batched-matmul pass of all agents), so none idles behind a slow one (a reset
+   costs ~5 steps). Gumbel-max draws from per-env noise generators reproduce a seed's actions whatever the
+   arrival order.
+3. Agents are the `--num-agents` controlled left players (default: the field players; the 5_vs_5 keeper is not
+   controllable); gfootball decides which player each slot drives. Actor i sees its slot's simple115v2 +
+   one-hot id; critic i sees all slots' simple115v2 + one-hot id.
 4. Team reward = MEAN of the agents' gfootball rewards (scoring + the ball carrier's checkpoints), so a goal is
    worth the same whatever the number of agents and returns compare across scenarios.
-5. The time limit (steps_left == 0 with no goal in that step) is a truncation: gamma * V_i(final obs) is added
-   to agent i's reward and continues = 0 (compute_gae's convention). Full games too: simple115v2 has no clock.
-6. All 19 actions are always available and no player leaves the game, so there are no masks.
+5. The time limit (steps_left == 0 with no goal in that step) is a truncation: r_i += gamma * V_i(final obs),
+   continues = 0 (compute_gae's convention); full games too, as simple115v2 has no clock.
+6. No masks: all 19 actions are always available and no player leaves the game.
 7. Turn k = 0..n-1: rho, the joint ratio of the agents already updated, is kept as a sum of log-ratios (a
-   float32 product can overflow to inf and meet an underflow: NaN); PreOPC advantages for every agent, on the
+   float32 product can overflow to inf and meet an underflow: NaN); PreOPC advantages for every agent use the
    rollout values (the remaining critics have not moved since); agent i = semi_greedy_pick(k, mean |A|);
    eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only pass, actor+critic pass] with
    l_i = r_i * clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over (t, env, agent), as in the A2PO
@@ -33,11 +33,11 @@ Implementation details
    onto agent i's PreOPC returns with its own ValueNorm.
 8. Behaviour metrics come from each step's raw observation (BehaviourTracker defines them): charts/* per
    finished training game, eval/* as means over the greedy evaluation games.
-9. The Args defaults are the official A2PO academy settings (academy epochs are not stated there: 10, as for
-   5_vs_5); full games take FULL_GAME_PRESET for the flags not given on the command line, with the A2PO code
-   base's 5-vs-5 entropy 0.001 (README "A2PO on Google Research Football" lists both).
-10. --capture-video: gfootball's own dumps of eval env 0 (a .webm and a replayable .dump per game in
-    runs/<run>/videos), drawn as its 2-D minimap: its 3-D rendering works headless but runs < 0.5 steps/s.
+9. The Args defaults are the official A2PO academy settings (their epochs are not stated: 10, as for 5_vs_5);
+   full games take FULL_GAME_PRESET for the flags not given on the command line, with the A2PO code base's
+   5-vs-5 entropy 0.001 (README "A2PO on Google Research Football" lists both).
+10. --capture-video: gfootball's 2-D minimap video (.webm) and replayable .dump of each game of eval env 0 in
+    runs/<run>/videos; gfootball's 3-D rendering works headless but runs < 0.5 steps/s.
 11. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
     process, env), evaluation games env_seed(seed, 0, env): runs with consecutive --seed, resumed runs and the
     evaluation never share a game stream.
@@ -192,11 +192,8 @@ class BehaviourTracker:
       through a completed pass and nobody else owned it since.
     """
 
-    def __init__(self, raw_obs=None):
-        self.reset(raw_obs)
-
-    def reset(self, raw_obs=None):
-        self.score = list(raw_obs["score"]) if raw_obs is not None else [0, 0]
+    def __init__(self, raw_obs):
+        self.score = list(raw_obs["score"])
         self.owner, self.passer, self.free, self.stopped = None, None, False, False
         self.counts = dict(goals=0, lost=0, passes_attempted=0, passes_completed=0, assists=0)
 
@@ -239,11 +236,11 @@ class GRFEnv:
         self.env = football_env.FootballEnv(config.Config(values))
         self.convert = wrappers.Simple115StateWrapper.convert_observation
         self.checkpoints = "checkpoints" in rewards.split(",")
-        self.num_agents, self.tracker = num_agents, BehaviourTracker()
+        self.num_agents = num_agents
 
     def reset(self):
         raw = self.env.reset()
-        self.tracker.reset(raw[0])
+        self.tracker = BehaviourTracker(raw[0])
         self.collected, self.episode_return, self.episode_length = np.zeros(self.num_agents, dtype=np.int64), 0.0, 0
         return self.convert(raw, True)
 
@@ -663,8 +660,7 @@ if __name__ == "__main__":
         # each env steps as soon as its action is sent; the envs waiting for an action are batched
         t_env, ready, pending = np.zeros(E, dtype=np.int64), list(range(E)), set()
         actor_params, critic_params = stack_params(actors), stack_params(critics)
-        while True:
-            ready = [e for e in ready if t_env[e] < T]
+        while ready or pending:
             if ready:
                 idx, t_idx = torch.tensor(ready, device=device), torch.from_numpy(t_env[ready]).to(device)
                 o = next_obs[idx]
@@ -678,8 +674,6 @@ if __name__ == "__main__":
                 for e, action in zip(ready, actions_buf[t_idx, idx].cpu().numpy()):
                     envs.send(e, action)
                 pending.update(ready)
-            if not pending:
-                break
             ready = envs.wait(pending)
             for e in ready:
                 obs_e, reward, done, trunc, final_obs, info = envs.recv(e)
@@ -696,6 +690,7 @@ if __name__ == "__main__":
                 if info is not None:
                     train_games.append(info)
                     log_metrics("charts", info, global_step)
+            ready = [e for e in ready if t_env[e] < T]
         sampling_time = time.time() - iteration_start
         sampling_total += sampling_time
 
@@ -768,10 +763,8 @@ if __name__ == "__main__":
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int((global_step - start_step) / (time.time() - start_time))
-        losses = [*np.mean(stats, 0), float(np.nanmean(explained))]
-        for name, value in zip(
-            ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"], losses
-        ):
+        names = ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"]
+        for name, value in zip(names, [*np.mean(stats, 0), float(np.nanmean(explained))]):
             writer.add_scalar(f"losses/{name}", value, global_step)
         for tag, value in [
             ("a2po/order_first", order[0]),
