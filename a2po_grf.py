@@ -1,4 +1,4 @@
-# A2PO (Agent-by-agent Policy Optimization) on Google Research Football: README section "A2PO on GRF".
+# A2PO (Agent-by-agent Policy Optimization) on GRF: README section "A2PO on Google Research Football".
 """A2PO with separate parameters on Google Research Football (gfootball): one actor and one critic per agent.
 
 Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the agents
@@ -9,42 +9,43 @@ table: goals, lost, passes, pass rate, assists.
 Run: `bash install_gfootball.sh && python a2po_grf.py --env-name academy_3_vs_1_with_keeper --seed 1`
 
 Implementation details
-1. gfootball's FootballEnv is built directly (its gym wrappers break under gym 0.26, and the raw observation
-   is needed anyway); simple115v2 comes from gfootball's Simple115StateWrapper.convert_observation; the
-   "checkpoints" reward is `checkpoint_reward` (gfootball's rule; a test compares it with the wrapper).
-2. One game per subprocess worker (Pipe). No lockstep: a worker gets its next action as soon as its result
-   arrives (the waiting envs are batched, all agents in one batched-matmul pass), so no worker idles behind a
-   slow one (a game reset costs ~5 steps). Actions are Gumbel-max draws with per-env noise generators, so a
-   seed reproduces the rollout whatever the arrival order.
-3. Agents = the `--num-agents` controlled left players (default: the field players; the 5_vs_5 keeper is not
-   controllable); gfootball decides which player each agent slot drives. Actor i: simple115v2 of its slot +
-   one-hot id. Critic i: all slots' simple115v2 concatenated + one-hot id.
-4. Team reward = MEAN of the per-agent gfootball rewards (scoring + the ball carrier's checkpoints): a goal is
-   worth the same whatever the number of agents, so returns compare across scenarios (a sum rescales by n).
-5. The time limit (steps_left == 0 with no goal in that step) is a truncation: gamma * V_i(final obs) is added
-   to agent i's reward and continues = 0 (compute_gae's convention). Full games too: simple115v2 has no clock.
-6. All 19 actions are always available and no player dies: masks are ones, masked means are plain means.
-7. Per iteration, for k = 0..n-1: rho = product of the updated agents' ratios, kept as a sum of log-ratios (a
-   float32 product can overflow to inf and meet an underflow: NaN); PreOPC for every agent (the remaining agents'
-   critics have not moved since the rollout, so the rollout values are "the critic as it is"); agent
-   i = semi_greedy_pick(k, mean |A|) (greedy at even k, so the first pick is greedy as in the A2PO code base;
-   uniform at odd k); eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only
-   pass, actor+critic pass]; l_i = r_i * clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over
-   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
-   small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
-8. Behaviour metrics come from each step's raw observation (BehaviourTracker has the definitions): charts/*
-   per finished training game, eval/* as means over the greedy evaluation games.
-9. Presets (official A2PO GRF settings, REFERENCE.md) fill only the flags not given on the command line;
-   full games take the A2PO code base's 5-vs-5 entropy 0.001; academy epochs are not stated there, 10 as for
-   5_vs_5.
-10. --capture-video: gfootball's own dumps on eval env 0 (a .webm and a replayable .dump per game in
-    runs/<run>/videos). Headless, gfootball's 3-D rendering does work off-screen but ran < 0.5 steps/s here,
-    so the videos are gfootball's 2-D minimap drawn with opencv.
+1. The env is gfootball's FootballEnv itself (its gym wrappers break under gym 0.26, and the behaviour metrics
+   need the raw observation), with Simple115StateWrapper.convert_observation for simple115v2 and gfootball's
+   "checkpoints" rule in `checkpoint_reward` (a test compares it with gfootball's wrapper).
+2. One game per subprocess worker and no lockstep: a worker gets its next action as soon as its result arrives
+   (the waiting envs share one batched-matmul pass of all agents), so none idles behind a slow one (a reset
+   costs ~5 steps). Gumbel-max draws from per-env noise generators reproduce a seed's actions whatever the
+   arrival order.
+3. Agents are the `--num-agents` controlled left players (default: the field players; the 5_vs_5 keeper is not
+   controllable); gfootball decides which player each slot drives. Actor i sees its slot's simple115v2 +
+   one-hot id; critic i sees all slots' simple115v2 + one-hot id.
+4. Team reward = MEAN of the agents' gfootball rewards (scoring + the ball carrier's checkpoints), so a goal is
+   worth the same whatever the number of agents and returns compare across scenarios.
+5. The time limit (steps_left == 0 with no goal in that step) is a truncation: r_i += gamma * V_i(final obs),
+   continues = 0 (compute_gae's convention); full games too, as simple115v2 has no clock.
+6. No masks: all 19 actions are always available and no player leaves the game.
+7. Turn k = 0..n-1: rho, the joint ratio of the agents already updated, is kept as a sum of log-ratios (a
+   float32 product can overflow to inf and meet an underflow: NaN); PreOPC advantages for every agent use the
+   rollout values (the remaining critics have not moved since); agent i = semi_greedy_pick(k, mean |A|);
+   eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only pass, actor+critic pass] with
+   l_i = r_i * clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over (t, env, agent), as in the A2PO
+   code base, so an agent whose advantages are small next to the team's takes a small step; critic i regresses
+   onto agent i's PreOPC returns with its own ValueNorm.
+8. Behaviour metrics come from each step's raw observation (BehaviourTracker defines them): charts/* per
+   finished training game, eval/* as means over the greedy evaluation games.
+9. The Args defaults are the official A2PO academy settings (their epochs are not stated: 10, as for 5_vs_5);
+   full games take FULL_GAME_PRESET for the flags not given on the command line, with the A2PO code base's
+   5-vs-5 entropy 0.001 (README "A2PO on Google Research Football" lists both).
+10. --capture-video: gfootball's 2-D minimap video (.webm) and replayable .dump of each game of eval env 0 in
+    runs/<run>/videos; gfootball's 3-D rendering works headless but runs < 0.5 steps/s.
 11. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
     process, env), evaluation games env_seed(seed, 0, env): runs with consecutive --seed, resumed runs and the
     evaluation never share a game stream.
 """
 
+import contextlib
+import datetime
+import io
 import json
 import multiprocessing as mp
 import os
@@ -150,29 +151,9 @@ SCENARIOS = {
     "11_vs_11_stochastic": (10, 11),
     "11_vs_11_hard_stochastic": (10, 11),
 }
-# Official A2PO GRF settings (REFERENCE.md); applied only to the flags not given on the command line.
-PRESETS = {
-    "academy": dict(
-        total_timesteps=10_000_000,
-        learning_rate=5e-4,
-        critic_learning_rate=5e-4,
-        clip_coef=0.2,
-        ent_coef=0.01,
-        gamma=0.99,
-        gae_lambda=0.95,
-        update_epochs=10,
-    ),
-    "full_game": dict(
-        total_timesteps=100_000_000,
-        learning_rate=5e-4,
-        critic_learning_rate=5e-4,
-        clip_coef=0.25,
-        ent_coef=0.001,
-        gamma=0.995,
-        gae_lambda=0.95,
-        update_epochs=10,
-    ),
-}
+# Official A2PO GRF settings for full games (the Args defaults are the academy ones); applied only to the flags
+# not given on the command line.
+FULL_GAME_PRESET = dict(total_timesteps=100_000_000, clip_coef=0.25, ent_coef=0.001, gamma=0.995)
 
 
 def checkpoint_reward(raw_obs, score_reward, collected, num_checkpoints=10, reward_per_checkpoint=0.1):
@@ -211,11 +192,8 @@ class BehaviourTracker:
       through a completed pass and nobody else owned it since.
     """
 
-    def __init__(self, raw_obs=None):
-        self.reset(raw_obs)
-
-    def reset(self, raw_obs=None):
-        self.score = list(raw_obs["score"]) if raw_obs is not None else [0, 0]
+    def __init__(self, raw_obs):
+        self.score = list(raw_obs["score"])
         self.owner, self.passer, self.free, self.stopped = None, None, False, False
         self.counts = dict(goals=0, lost=0, passes_attempted=0, passes_completed=0, assists=0)
 
@@ -231,15 +209,12 @@ class BehaviourTracker:
             self.free, self.stopped = True, self.stopped or o["game_mode"] != 0
             return
         if (team, player) != self.owner:
-            passer, running = None, not self.stopped and o["game_mode"] == 0
-            if self.owner is not None and self.owner[0] == 0 and running:
-                if team == 0:
-                    self.counts["passes_attempted"] += 1
-                    self.counts["passes_completed"] += 1
-                    passer = self.owner[1]
-                elif self.free and o["right_team_roles"][player] != 0:
-                    self.counts["passes_attempted"] += 1
-            self.owner, self.passer = (team, player), passer
+            ours = self.owner is not None and self.owner[0] == 0 and not self.stopped and o["game_mode"] == 0
+            completed = ours and team == 0
+            intercepted = ours and team == 1 and self.free and o["right_team_roles"][player] != 0
+            self.counts["passes_completed"] += int(completed)
+            self.counts["passes_attempted"] += int(completed or intercepted)
+            self.owner, self.passer = (team, player), self.owner[1] if completed else None
         self.free, self.stopped = False, False
 
     def summary(self):
@@ -261,11 +236,11 @@ class GRFEnv:
         self.env = football_env.FootballEnv(config.Config(values))
         self.convert = wrappers.Simple115StateWrapper.convert_observation
         self.checkpoints = "checkpoints" in rewards.split(",")
-        self.num_agents, self.tracker = num_agents, BehaviourTracker()
+        self.num_agents = num_agents
 
     def reset(self):
         raw = self.env.reset()
-        self.tracker.reset(raw[0])
+        self.tracker = BehaviourTracker(raw[0])
         self.collected, self.episode_return, self.episode_length = np.zeros(self.num_agents, dtype=np.int64), 0.0, 0
         return self.convert(raw, True)
 
@@ -294,19 +269,14 @@ def env_seed(seed, iteration, index):
 def env_worker(remote, env_kwargs):
     """Subprocess loop serving one GRFEnv over a Pipe: ("reset", None) | ("step", actions) | ("close", None)."""
     env, parent = GRFEnv(**env_kwargs), os.getppid()
-    while True:
+    while os.getppid() == parent:  # a killed trainer sends no EOF: its forked siblings keep the pipe open
         if not remote.poll(10.0):
-            if os.getppid() != parent:  # the trainer was killed; forked siblings keep the pipe open, so no EOF
-                return
             continue
         cmd, data = remote.recv()
-        if cmd == "step":
-            remote.send(env.step(data))
-        elif cmd == "reset":
-            remote.send(env.reset())
-        else:
-            remote.close()
-            return
+        if cmd == "close":
+            break
+        remote.send(env.step(data) if cmd == "step" else env.reset())
+    remote.close()
 
 
 class FootballVecEnv:
@@ -354,17 +324,11 @@ def layer_init(layer, std=2**0.5, bias_const=0.0):
 
 
 def mlp(in_dim, hidden_dim, out_dim, out_gain):
-    """LayerNorm(input) -> 2 x [Linear -> ReLU -> LayerNorm] -> Linear head (ALGORITHMS.md item 6)."""
-    return nn.Sequential(
-        nn.LayerNorm(in_dim),
-        layer_init(nn.Linear(in_dim, hidden_dim)),
-        nn.ReLU(),
-        nn.LayerNorm(hidden_dim),
-        layer_init(nn.Linear(hidden_dim, hidden_dim)),
-        nn.ReLU(),
-        nn.LayerNorm(hidden_dim),
-        layer_init(nn.Linear(hidden_dim, out_dim), std=out_gain),
-    )
+    """LayerNorm(input) -> 2 x [Linear -> ReLU -> LayerNorm] -> Linear head."""
+    layers = [nn.LayerNorm(in_dim)]
+    for d in (in_dim, hidden_dim):
+        layers += [layer_init(nn.Linear(d, hidden_dim)), nn.ReLU(), nn.LayerNorm(hidden_dim)]
+    return nn.Sequential(*layers, layer_init(nn.Linear(hidden_dim, out_dim), std=out_gain))
 
 
 def sample_action(logits, noise):
@@ -408,7 +372,7 @@ def stacked_forward(nets, params, x):
 
 
 # ---------------------------------------------------------------------------------------------
-# TRY NOT TO MODIFY: machinery shared by every script (ALGORITHMS.md, "Machinery").
+# TRY NOT TO MODIFY: machinery shared by every script.
 # ---------------------------------------------------------------------------------------------
 class ValueNorm(nn.Module):
     """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
@@ -511,16 +475,6 @@ def semi_greedy_pick(position, scores, remaining, generator):
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
 
 
-def semi_greedy_order(scores, generator):
-    """A permutation of range(n) by the semi-greedy rule; scores[i] = mean |A_i| over alive samples."""
-    remaining, order = list(range(len(scores))), []
-    for position in range(len(scores)):
-        agent = semi_greedy_pick(position, scores, remaining, generator)
-        order.append(agent)
-        remaining.remove(agent)
-    return order
-
-
 def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma, gae_lambda):
     """PreOPC advantages (T, E, n) of every agent for one turn, log_rho (T, E) = log of the joint ratio of the agents
     already updated, and the same advantages normalised jointly over (t, env, agent) as the A2PO code base does."""
@@ -575,8 +529,8 @@ def parse_args():
             "must grow from eps*c to eps along the order."
         )
     given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
-    for key, value in PRESETS["academy" if args.env_name.startswith("academy") else "full_game"].items():
-        if key not in given:
+    for key, value in FULL_GAME_PRESET.items():
+        if not args.env_name.startswith("academy") and key not in given:
             setattr(args, key, value)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
@@ -589,6 +543,8 @@ def parse_args():
     if args.num_iterations < 1:
         raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is less than one batch ({args.batch_size}).")
     try:
+        with contextlib.redirect_stderr(io.StringIO()):  # gfootball's gym 0.26 prints an "unmaintained" notice
+            import gym  # noqa: F401
         import gfootball.env  # noqa: F401
     except ImportError as exc:
         raise SystemExit(
@@ -635,35 +591,28 @@ if __name__ == "__main__":
     nets = nn.ModuleDict(dict(actors=actors, critics=critics, value_norms=value_norms))
     actor_opts = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_opts = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
-    generators = [order_gen] + env_gens
+    # checkpoint.pt: the state_dict of every network and optimizer, every generator's state, the progress counters
+    stateful, generators = [nets, *actor_opts, *critic_opts], [order_gen, torch.default_generator, *env_gens]
     global_step, sampling_total, updating_total, wall_before, last_eval = 0, 0.0, 0.0, 0.0, {}
     if ckpt:
-        nets.load_state_dict(ckpt["nets"])
-        for opt, state in zip(actor_opts + critic_opts, ckpt["optimizers"]):
-            opt.load_state_dict(state)
+        for obj, state in zip(stateful, ckpt["state_dicts"]):
+            obj.load_state_dict(state)
         for gen, state in zip(generators, ckpt["generators"]):
             gen.set_state(state)
-        torch.set_rng_state(ckpt["torch_rng"])
         np.random.set_state(ckpt["numpy_rng"])
         random.setstate(ckpt["python_rng"])
-        global_step, sampling_total, updating_total = ckpt["global_step"], ckpt["sampling_s"], ckpt["updating_s"]
-        wall_before, last_eval = ckpt["wall_time_s"], ckpt["last_eval"]
+        global_step, sampling_total, updating_total, wall_before, last_eval = ckpt["progress"]
 
     def save_checkpoint(iteration):
+        wall_time = wall_before + time.time() - start_time
         state = dict(
-            nets=nets.state_dict(),
-            optimizers=[o.state_dict() for o in actor_opts + critic_opts],
-            generators=[g.get_state() for g in generators],
-            torch_rng=torch.get_rng_state(),
+            state_dicts=[obj.state_dict() for obj in stateful],
+            generators=[gen.get_state() for gen in generators],
             numpy_rng=np.random.get_state(),
             python_rng=random.getstate(),
-            global_step=global_step,
+            progress=[global_step, sampling_total, updating_total, wall_time, last_eval],
             iteration=iteration,
             run_name=run_name,
-            sampling_s=sampling_total,
-            updating_s=updating_total,
-            wall_time_s=wall_before + time.time() - start_time,
-            last_eval=last_eval,
             args=vars(args),
         )
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
@@ -705,14 +654,13 @@ if __name__ == "__main__":
     continues_buf = torch.zeros((T, E, 1), device=device)  # (T, E, 1) broadcasts against per-agent rewards
 
     next_obs = torch.tensor(envs.reset(), device=device)
-    start_time, start_step, recent_games = time.time(), global_step, []
+    start_time, start_step = time.time(), global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
         iteration_start, train_games = time.time(), []
         # each env steps as soon as its action is sent; the envs waiting for an action are batched
         t_env, ready, pending = np.zeros(E, dtype=np.int64), list(range(E)), set()
         actor_params, critic_params = stack_params(actors), stack_params(critics)
-        while True:
-            ready = [e for e in ready if t_env[e] < T]
+        while ready or pending:
             if ready:
                 idx, t_idx = torch.tensor(ready, device=device), torch.from_numpy(t_env[ready]).to(device)
                 o = next_obs[idx]
@@ -726,8 +674,6 @@ if __name__ == "__main__":
                 for e, action in zip(ready, actions_buf[t_idx, idx].cpu().numpy()):
                     envs.send(e, action)
                 pending.update(ready)
-            if not pending:
-                break
             ready = envs.wait(pending)
             for e in ready:
                 obs_e, reward, done, trunc, final_obs, info = envs.recv(e)
@@ -744,16 +690,18 @@ if __name__ == "__main__":
                 if info is not None:
                     train_games.append(info)
                     log_metrics("charts", info, global_step)
+            ready = [e for e in ready if t_env[e] < T]
         sampling_time = time.time() - iteration_start
         sampling_total += sampling_time
 
-        # ALGO LOGIC: A2PO with separate parameters, agent by agent (ALGORITHMS.md "Separate parameters")
+        # ALGO LOGIC: A2PO with separate parameters, agent by agent (README "A2PO")
         update_start = time.time()
         with torch.no_grad():
             bootstrap = denormalize(stacked_forward(critics, critic_params, critic_inputs(next_obs, eye)).squeeze(-1).T)
             values_denorm = denormalize(values_buf)
             gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
+        all_actor_in, all_critic_in = actor_inputs(b_obs, eye), critic_inputs(b_obs, eye)
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents already updated (no grad)
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
         for k in range(n):
@@ -764,36 +712,30 @@ if __name__ == "__main__":
                 rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
                 if k > 0:
                     trace_means.append(rho.clamp(max=1.0).mean().item())
-            scores = adv_all.abs().mean((0, 1))
-            i = semi_greedy_pick(k, scores, remaining, order_gen)
+            i = semi_greedy_pick(k, adv_all.abs().mean((0, 1)), remaining, order_gen)
             eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
+            writer.add_scalar(f"a2po/order_k{k + 1}", i, global_step)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps_i, global_step)
             gaps.append((adv_all[..., i] - gae[..., i]).abs().mean().item())
+            actor, critic, value_norm = actors[i], critics[i], value_norms[i]
+            b_actor_in, b_critic_in, b_rho = all_actor_in[i], all_critic_in[i], rho.reshape(-1)
             b_returns = adv_all[..., i].reshape(-1) + values_denorm[..., i].reshape(-1)
-            b_adv = adv_norm[..., i].reshape(-1)
-            b_actor_in, b_critic_in = actor_inputs(b_obs, eye)[i], critic_inputs(b_obs, eye)[i]
+            b_adv, b_values = adv_norm[..., i].reshape(-1), values_buf[..., i].reshape(-1)
             b_actions, b_logprobs = actions_buf[..., i].reshape(-1), logprobs_buf[..., i].reshape(-1)
-            b_values, b_rho = values_buf[..., i].reshape(-1), rho.reshape(-1)
-
-            def critic_step(mb):
-                value_norms[i].update(b_returns[mb])
-                new_values = critics[i](b_critic_in[mb]).squeeze(-1)
-                loss = value_loss_fn(
-                    new_values, b_values[mb], value_norms[i].normalize(b_returns[mb]), args.clip_coef, args.huber_delta
-                )
-                critic_opts[i].zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(critics[i].parameters(), args.max_grad_norm)
-                critic_opts[i].step()
-                return loss.item()
-
             for _ in range(args.update_epochs):
-                for stage in ("critic", "actor+critic"):
+                for train_actor in (False, True):  # a critic-only pass, then an actor+critic pass
                     for mb in torch.randperm(args.batch_size, device=device).split(args.minibatch_size):
-                        value_loss = critic_step(mb)
-                        if stage == "critic":
+                        value_norm.update(b_returns[mb])
+                        new_values = critic(b_critic_in[mb]).squeeze(-1)
+                        mb_returns = value_norm.normalize(b_returns[mb])
+                        v_loss = value_loss_fn(new_values, b_values[mb], mb_returns, args.clip_coef, args.huber_delta)
+                        critic_opts[i].zero_grad()
+                        v_loss.backward()
+                        nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                        critic_opts[i].step()
+                        if not train_actor:
                             continue
-                        dist = Categorical(logits=actors[i](b_actor_in[mb]))
+                        dist = Categorical(logits=actor(b_actor_in[mb]))
                         logratio = dist.log_prob(b_actions[mb]) - b_logprobs[mb]
                         ratio = logratio.exp()
                         # l_i = r_i * clip(rho, 1 +- eps_i/2);  L = -E[min(l A, clip(l, 1 +- eps_i) A)]
@@ -803,15 +745,15 @@ if __name__ == "__main__":
                         entropy = dist.entropy().mean()
                         actor_opts[i].zero_grad()
                         (pg_loss - args.ent_coef * entropy).backward()
-                        nn.utils.clip_grad_norm_(actors[i].parameters(), args.max_grad_norm)
+                        nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
                         actor_opts[i].step()
                         approx_kl = ((ratio - 1) - logratio).mean().item()
                         clipfrac = ((l_i - 1).abs() > eps_i).float().mean().item()
-                        stats.append([pg_loss.item(), value_loss, entropy.item(), approx_kl, clipfrac])
+                        stats.append([pg_loss.item(), v_loss.item(), entropy.item(), approx_kl, clipfrac])
             with torch.no_grad():
-                new_logprob = Categorical(logits=actors[i](b_actor_in)).log_prob(b_actions)
+                new_logprob = Categorical(logits=actor(b_actor_in)).log_prob(b_actions)
                 log_rho = log_rho + (new_logprob - b_logprobs).reshape(T, E)
-                pred = value_norms[i].denormalize(critics[i](b_critic_in).squeeze(-1))
+                pred = value_norm.denormalize(critic(b_critic_in).squeeze(-1))
                 var_y = b_returns.var()
                 explained.append((1 - (b_returns - pred).var() / var_y).item() if var_y > 0 else float("nan"))
             order.append(i)
@@ -820,18 +762,20 @@ if __name__ == "__main__":
         updating_total += updating_time
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
-        losses = np.mean(stats, 0)
-        for key, value in zip(["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"], losses):
-            writer.add_scalar(f"losses/{key}", value, global_step)
-        writer.add_scalar("losses/explained_variance", float(np.nanmean(explained)), global_step)
-        writer.add_scalar("a2po/order_first", order[0], global_step)
-        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0, global_step)
-        writer.add_scalar("a2po/preopc_gap", float(np.mean(gaps)), global_step)
-        writer.add_scalar("charts/learning_rate", actor_opts[0].param_groups[0]["lr"], global_step)
         sps = int((global_step - start_step) / (time.time() - start_time))
-        writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("time/sampling_s", sampling_time, global_step)
-        writer.add_scalar("time/updating_s", updating_time, global_step)
+        names = ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"]
+        for name, value in zip(names, [*np.mean(stats, 0), float(np.nanmean(explained))]):
+            writer.add_scalar(f"losses/{name}", value, global_step)
+        for tag, value in [
+            ("a2po/order_first", order[0]),
+            ("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0),
+            ("a2po/preopc_gap", float(np.mean(gaps))),
+            ("charts/learning_rate", actor_opts[0].param_groups[0]["lr"]),
+            ("charts/SPS", sps),
+            ("time/sampling_s", sampling_time),
+            ("time/updating_s", updating_time),
+        ]:
+            writer.add_scalar(tag, value, global_step)
 
         last_iteration = iteration == args.num_iterations
         if eval_envs is not None and (
@@ -841,12 +785,14 @@ if __name__ == "__main__":
             log_metrics("eval", last_eval, global_step)
             if args.save_model:
                 save_checkpoint(iteration)
-        recent_games = (recent_games + train_games)[-100:]
-        train = aggregate_games(recent_games) if recent_games else {}
+        train = float(np.mean([g["win_rate"] for g in train_games])) if train_games else float("nan")
+        elapsed = time.time() - start_time
+        eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
         print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} "
-            f"return {train.get('episodic_return', float('nan')):.3f} win {train.get('win_rate', float('nan')):.2f} "
-            f"eval_win {last_eval.get('win_rate', float('nan')):.2f} order {order}",
+            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} "
+            f"eval {last_eval.get('win_rate', float('nan')):.3f} sample {sampling_time:.2f}s "
+            f"update {updating_time:.2f}s elapsed {datetime.timedelta(seconds=int(elapsed))} "
+            f"ETA {datetime.timedelta(seconds=int(eta))}",
             flush=True,
         )
 

@@ -5,6 +5,7 @@ gfootball must be installed (`bash install_gfootball.sh`); these tests never ski
 
 import json
 import math
+import re
 import sys
 
 import numpy as np
@@ -52,7 +53,8 @@ def test_adaptive_clip_and_semi_greedy_pick():
     assert grf.semi_greedy_pick(2, scores, [0, 2, 3], g) == 3  # even positions: greedy over the remaining
     picks = {grf.semi_greedy_pick(1, scores, [0, 2, 3], g) for _ in range(50)}
     assert picks == {0, 2, 3}  # odd positions: uniform
-    assert {tuple(grf.semi_greedy_order(torch.tensor([0.2, 0.8]), g)) for _ in range(20)} == {(1, 0)}  # 2 agents
+    assert grf.semi_greedy_pick(0, torch.tensor([0.2, 0.8]), [0, 1], g) == 1  # 2 agents: greedy, then the other
+    assert grf.semi_greedy_pick(1, torch.tensor([0.2, 0.8]), [0], g) == 0
 
 
 def test_turn_advantages_normalise_jointly_over_agents_and_survive_extreme_ratios():
@@ -211,7 +213,7 @@ def test_checkpoint_reward_matches_gfootball_wrapper():
     total = 0.0
     for _ in range(300):
         obs, score_reward, done, _ = env.env.step(rng.integers(0, 19, 3).tolist())
-        shim.env = SimpleNamespace(unwrapped=SimpleNamespace(observation=lambda: obs))
+        shim.env = SimpleNamespace(unwrapped=SimpleNamespace(observation=lambda obs=obs: obs))
         expected = wrappers.CheckpointRewardWrapper.reward(shim, score_reward.copy())
         ours = score_reward + grf.checkpoint_reward(obs, score_reward, collected)
         assert np.allclose(ours, expected)
@@ -226,11 +228,11 @@ def test_time_limit_is_a_truncation_with_final_obs():
     env = grf.GRFEnv("5_vs_5", 4, "scoring,checkpoints", seed=1)
     first = env.reset()
     assert first.shape == (4, 115)
-    for t in range(1, 3100):
+    steps, done = 0, False
+    while not done and steps < 3100:
         obs, reward, done, truncated, final_obs, info = env.step([0, 0, 0, 0])
-        if done:
-            break
-    assert t == 3001 and info["episodic_length"] == 3001  # game_duration 3000: steps_left goes 3001 -> 0
+        steps += 1
+    assert steps == 3001 and info["episodic_length"] == 3001  # game_duration 3000: steps_left goes 3001 -> 0
     assert truncated and final_obs is not None and final_obs.shape == (4, 115)
     assert not np.allclose(obs, final_obs)  # the returned obs is the reset one
     assert set(info) >= {"win_rate", "goals", "lost", "passes_attempted", "passes_completed", "pass_rate", "assists"}
@@ -301,12 +303,25 @@ ITER_KEYS = [
     "a2po/trace_ratio_mean",
     "a2po/preopc_gap",
 ]
+ITER_LINE = re.compile(
+    r"iter (\d+)/(\d+) step (\d+) SPS \d+ train (nan|\d\.\d{3}) eval (nan|\d\.\d{3}) "
+    r"sample \d+\.\d{2}s update \d+\.\d{2}s elapsed \d+:\d{2}:\d{2} ETA \d+:\d{2}:\d{2}"
+)
+
+
+def iter_lines(out):
+    """The per-iteration lines of a run's output, each checked against the common format; gym's deprecation
+    notice (printed when gfootball imports gym) must not be there."""
+    assert "unmaintained" not in out and "Gymnasium" not in out, out
+    lines = [line for line in out.splitlines() if line.startswith("iter ")]
+    assert all(ITER_LINE.fullmatch(line) for line in lines), lines
+    return [ITER_LINE.fullmatch(line).groups() for line in lines]
 
 
 @pytest.fixture(scope="module")
 def academy_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("academy")
-    run_script(
+    out = run_script(
         "a2po_grf",
         "--env-name",
         "academy_3_vs_1_with_keeper",
@@ -320,16 +335,23 @@ def academy_run(tmp_path_factory):
         "--save-model",
         cwd=cwd,
         timeout=300,
-    )
-    return cwd
+    ).stdout
+    return cwd, out
 
 
 def test_smoke_academy_logs_and_summary(academy_run):
-    run_dir = only_run_dir(academy_run)
+    cwd, out = academy_run
+    lines = iter_lines(out)
+    assert [line[:3] for line in lines] == [("1", "2", "128"), ("2", "2", "256")]
+    assert all(line[4] != "nan" for line in lines)  # evaluated at 128 and at 256
+    run_dir = only_run_dir(cwd)
     scalars = read_scalars(run_dir)
     expected = ITER_KEYS + [f"charts/{k}" for k in GAME_KEYS] + [f"eval/{k}" for k in GAME_KEYS]
-    expected += [f"a2po/clip_eps_k{k}" for k in (1, 2, 3)]
+    expected += [f"a2po/{tag}_k{k}" for tag in ("clip_eps", "order") for k in (1, 2, 3)]
     assert not [k for k in expected if k not in scalars], sorted(scalars)
+    for step in range(2):  # the update order is a permutation of the agents, its first entry order_first
+        order = [scalars[f"a2po/order_k{k}"][step][1] for k in (1, 2, 3)]
+        assert sorted(order) == [0, 1, 2] and order[0] == scalars["a2po/order_first"][step][1]
     assert [s for s, _ in scalars["losses/policy_loss"]] == [128, 256]
     assert scalars["a2po/clip_eps_k1"][0][1] == pytest.approx(0.2 * (0.5 + 0.5 / 3))
     assert scalars["a2po/clip_eps_k3"][0][1] == pytest.approx(0.2)
@@ -343,7 +365,8 @@ def test_smoke_academy_logs_and_summary(academy_run):
 
 
 def test_resume_continues_the_same_run_and_captures_video(academy_run):
-    run_dir = only_run_dir(academy_run)
+    cwd, _ = academy_run
+    run_dir = only_run_dir(cwd)
     run_script(
         "a2po_grf",
         "--env-name",
@@ -359,10 +382,10 @@ def test_resume_continues_the_same_run_and_captures_video(academy_run):
         "--resume",
         run_dir / "checkpoint.pt",
         "--capture-video",
-        cwd=academy_run,
+        cwd=cwd,
         timeout=300,
     )
-    assert only_run_dir(academy_run) == run_dir
+    assert only_run_dir(cwd) == run_dir
     videos = [v for v in (run_dir / "videos").glob("*.webm") if v.stat().st_size > 10_000]
     assert videos, "gfootball wrote no video of the evaluation game"
     steps = [s for s, _ in read_scalars(run_dir)["losses/policy_loss"]]
@@ -388,6 +411,7 @@ def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
         timeout=300,
     ).stdout
     assert "iter 1/1 step 128" in out
+    assert iter_lines(out) == [("1", "1", "128", "nan", "nan")]  # no game ends in 64 steps; no evaluation
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
     assert not [k for k in ITER_KEYS if k not in scalars], sorted(scalars)
