@@ -533,19 +533,14 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
     """Preceding-agent off-policy correction (PreOPC); shapes as compute_gae, ratios (T, E, n).
 
-    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio of the
-    preceding agents (current / behaviour). rho_t never enters A_t; with rho == 1 this is GAE(lambda).
-    """
+    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio (current /
+    behaviour) of the preceding agents. rho_t never enters A_t; with rho == 1 this is GAE(lambda)."""
     if rewards.dim() == 2:
         rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
     rewards, continues = rewards.expand_as(values), continues.expand_as(values)
-    trace = gae_lambda * ratios.clamp(max=1.0)
+    trace = gae_lambda * ratios.clamp(max=1.0)  # lambda * min(1, rho_t): weighs A_t inside A_{t-1}
     advantages = torch.zeros_like(values)
-    next_value, next_adv, next_trace = (
-        bootstrap_value,
-        torch.zeros_like(bootstrap_value),
-        torch.ones_like(bootstrap_value),
-    )
+    next_value, next_adv, next_trace = bootstrap_value, torch.zeros_like(bootstrap_value), 1.0
     for t in reversed(range(values.shape[0])):
         delta = rewards[t] + gamma * continues[t] * next_value - values[t]
         next_adv = delta + gamma * next_trace * continues[t] * next_adv
