@@ -40,6 +40,7 @@ Implementation details
 """
 
 # TRY NOT TO MODIFY: imports
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -53,6 +54,7 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
+from unittest import mock
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
     # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
@@ -281,8 +283,10 @@ class SMAXVecEnv:
     def __init__(self, map_name, num_envs, seed):
         import jax
         import jax.numpy as jnp
-        from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
-        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
+
+        with mock.patch("builtins.print"):  # jaxmarl prints at import which optional environments it lacks
+            from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
+            from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
 
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax_smax"))
         if "8m_vs_9m" not in MAP_NAME_TO_SCENARIO:
@@ -299,27 +303,21 @@ class SMAXVecEnv:
         scale = jnp.asarray(np.concatenate([np.tile(per_unit, units), np.ones(units), np.full(units, 1 / 5)]))
 
         def observe(state):
-            obs = env.get_obs(state)
-            avail = env.get_avail_actions(state)
-            return dict(
-                obs=jnp.stack([obs[a] for a in agents]),
-                state=env.get_world_state(state) * scale,
-                avail=jnp.stack([avail[a] for a in agents]).astype(jnp.bool_),
-                alive=state.state.unit_alive[:n],
-            )
+            obs, avail = env.get_obs(state), env.get_avail_actions(state)
+            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(jnp.bool_)
+            alive = state.state.unit_alive[:n]
+            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail, alive=alive)
 
         def reset_one(key):
             _, state = env.reset(key)
             policy = state.enemy_policy_state
-            return state.replace(
-                enemy_policy_state=policy.replace(last_attacked_enemy=policy.last_attacked_enemy.astype(jnp.int32))
-            )
+            last_attacked = policy.last_attacked_enemy.astype(jnp.int32)
+            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=last_attacked))
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
-            _, next_state, rewards, dones, _ = env.step_env(
-                step_key, state, {a: actions[i] for i, a in enumerate(agents)}
-            )
+            joint_action = {a: actions[i] for i, a in enumerate(agents)}
+            _, next_state, rewards, dones, _ = env.step_env(step_key, state, joint_action)
             done = dones["__all__"]
             alive = next_state.state.unit_alive
             won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
@@ -337,7 +335,6 @@ class SMAXVecEnv:
         self.step_all = step_all  # (key, states, actions) -> (key, states, obs, reward, done, won), for benchmarks
         self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
         self._key = jax.random.PRNGKey(seed)
-        self._pending = None
         probe = jax.eval_shape(lambda k: observe(reset_one(k)), self._key)
         self.obs_dim, self.state_dim = probe["obs"].shape[-1], probe["state"].shape[-1]
 
@@ -369,18 +366,10 @@ def make_sc2_env(map_name, seed):
         return StarCraft2Env(map_name=map_name, seed=seed)
     race, allies, _, enemies = map_name.split("_")
     units, weights, exceptions = SMACV2_UNITS[race]
-    config = {
-        "n_units": int(allies),
-        "n_enemies": int(enemies),
-        "team_gen": {
-            "dist_type": "weighted_teams",
-            "unit_types": units,
-            "weights": weights,
-            "exception_unit_types": exceptions,
-            "observe": True,
-        },
-        "start_positions": {"dist_type": "surrounded_and_reflect", "p": 0.5, "map_x": 32, "map_y": 32},
-    }
+    team_gen = dict(dist_type="weighted_teams", unit_types=units, weights=weights, observe=True)
+    team_gen["exception_unit_types"] = exceptions
+    start = dict(dist_type="surrounded_and_reflect", p=0.5, map_x=32, map_y=32)
+    config = dict(n_units=int(allies), n_enemies=int(enemies), team_gen=team_gen, start_positions=start)
     return StarCraftCapabilityEnvWrapper(
         capability_config=config, map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True
     )
@@ -388,46 +377,50 @@ def make_sc2_env(map_name, seed):
 
 def sc2_observe(env, reward=0.0, done=False, won=False):
     avail = np.asarray(env.get_avail_actions(), dtype=bool)
+    obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
     # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(
-        ok=True,
-        obs=np.asarray(env.get_obs(), dtype=np.float32),
-        avail=avail,
-        alive=~avail[:, 0],
-        state=np.asarray(env.get_state(), dtype=np.float32),
-        reward=reward,
-        done=done,
-        won=won,
-    )
+    return dict(obs=obs, state=state, avail=avail, alive=~avail[:, 0], reward=reward, done=done, won=won)
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
     """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
-    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A crash is reported, not raised. The
-    game is closed whenever the worker ends: on "close", after a crash, on SIGTERM or Ctrl-C, and when the
-    trainer is gone (its end of the pipe closed, or this process orphaned)."""
+    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A game that raises is closed and rebuilt
+    with a new seed, and the step is answered as a terminal, not-won step with the new game's first observation;
+    if the rebuilt game fails to start, the error is sent back instead. The game is closed whenever the worker
+    ends: on "close", after an error, on SIGTERM or Ctrl-C, and when the trainer is gone (its end of the pipe
+    closed, or this process orphaned)."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
     try:
         env = env_fn(map_name, seed)
-        remote.send(dict(ok=True, info=env.get_env_info()))
+        remote.send(dict(info=env.get_env_info()))
         while True:
             while not remote.poll(1.0):
                 if os.getppid() != trainer:  # killed: forked siblings may hold its end of the pipe open
                     raise EOFError
             msg = remote.recv()
-            if msg["cmd"] == "reset":
-                env.reset()
-                remote.send(sc2_observe(env))
-            elif msg["cmd"] == "step":
-                reward, terminated, info = env.step(msg["actions"])
-                won = bool(terminated and info.get("battle_won", False))
-                if terminated:
-                    env.reset()
-                remote.send(sc2_observe(env, float(reward), bool(terminated), won))
-            else:
+            if msg["cmd"] == "close":
                 break
+            try:
+                if msg["cmd"] == "reset":
+                    env.reset()
+                    answer = sc2_observe(env)
+                else:
+                    reward, terminated, info = env.step(msg["actions"])
+                    if terminated:
+                        env.reset()
+                    won = bool(terminated and info.get("battle_won", False))
+                    answer = sc2_observe(env, float(reward), bool(terminated), won)
+            except Exception:
+                print(f"warning: StarCraft II game (seed {seed}) crashed; restarting it and ending its episode.")
+                print(traceback.format_exc(), flush=True)
+                env.close()
+                env, seed = None, seed + 100_000
+                env = env_fn(map_name, seed)
+                env.reset()
+                answer = dict(sc2_observe(env, done=True), crashed=True)
+            remote.send(answer)
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:
@@ -435,63 +428,35 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
     if env is not None:
         env.close()  # smacv2 closes its StarCraft II process here (atexit does not run in a worker)
     if error:
-        try:
-            remote.send(dict(ok=False, error=error))
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # the trainer may be gone
+            remote.send(dict(error=error))
 
 
 class SC2VecEnv:
-    """One StarCraft II game per subprocess; a crashed game is restarted and its episode ends."""
+    """One StarCraft II game per subprocess (sc2_worker), all stepped at once; `restarts` counts crashed games."""
 
     def __init__(self, map_name, num_envs, seed, env_fn=None):
-        self.env_fn = env_fn or make_sc2_env
-        self.map_name, self.seed, self.num_envs, self.restarts = map_name, seed, num_envs, 0
-        self.ctx = mp.get_context("fork")
-        self.workers = [None] * num_envs
-        info = [self._start(i) for i in range(num_envs)][0]
-        self.num_agents, self.num_actions, self.episode_limit = (
-            info["n_agents"],
-            info["n_actions"],
-            info["episode_limit"],
-        )
-        self.obs_dim, self.state_dim = info["obs_shape"], info["state_shape"]
-
-    def _start(self, i):
-        if self.workers[i] is not None:
-            self.workers[i][1].join(timeout=10)  # a crashed worker closes its game before it exits
-            self.workers[i][1].kill()
-        remote, child = self.ctx.Pipe()
-        seed = self.seed + 1000 * i + 100_000 * self.restarts
-        args = (child, remote, self.env_fn, self.map_name, seed)
-        proc = self.ctx.Process(target=sc2_worker, args=args, daemon=True)
-        proc.start()
-        child.close()
-        self.workers[i] = (remote, proc)
-        msg = self._recv(i)
-        if not msg["ok"]:
-            raise RuntimeError(f"StarCraft II worker {i} failed to start:\n{msg['error']}")
-        return msg["info"]
+        ctx = mp.get_context("fork")
+        self.num_envs, self.restarts, self.workers = num_envs, 0, []
+        for i in range(num_envs):
+            remote, child = ctx.Pipe()
+            args = (child, remote, env_fn or make_sc2_env, map_name, seed + 1000 * i)
+            proc = ctx.Process(target=sc2_worker, args=args, daemon=True)
+            proc.start()
+            child.close()
+            self.workers.append((remote, proc))
+        info = [self._recv(i) for i in range(num_envs)][0]["info"]
+        self.num_agents, self.num_actions = info["n_agents"], info["n_actions"]
+        self.episode_limit, self.obs_dim, self.state_dim = info["episode_limit"], info["obs_shape"], info["state_shape"]
 
     def _recv(self, i):
         try:
-            return self.workers[i][0].recv()
+            msg = self.workers[i][0].recv()
         except (EOFError, ConnectionError):
-            return dict(ok=False, error="the worker process died")
-
-    def _answer(self, i):
-        """Worker i's answer; a crashed game is restarted in a new episode and its episode ends, not won."""
-        msg = self._recv(i)
-        if msg["ok"]:
-            return msg
-        print(f"warning: StarCraft II worker {i} crashed; restarting it and ending its episode.\n{msg['error']}")
-        self.restarts += 1
-        self._start(i)
-        self.workers[i][0].send({"cmd": "reset"})
-        msg = self._recv(i)
-        if not msg["ok"]:
-            raise RuntimeError(f"StarCraft II worker {i} crashed again after a restart:\n{msg['error']}")
-        return dict(msg, reward=0.0, done=True, won=False)
+            msg = dict(error="the worker process died")
+        if "error" in msg:
+            raise RuntimeError(f"StarCraft II worker {i} failed:\n{msg['error']}")
+        return msg
 
     def reset(self):
         for remote, _ in self.workers:
@@ -503,17 +468,16 @@ class SC2VecEnv:
             remote.send({"cmd": "step", "actions": a.tolist()})
 
     def step_wait(self):
-        msgs = [self._answer(i) for i in range(self.num_envs)]
+        msgs = [self._recv(i) for i in range(self.num_envs)]
+        self.restarts += sum(m.get("crashed", False) for m in msgs)
         obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
         reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
         return obs, reward.astype(np.float32), done, won
 
     def close(self):
         for remote, _ in self.workers:
-            try:
+            with contextlib.suppress(OSError):  # a worker that failed has closed its end
                 remote.send({"cmd": "close"})
-            except OSError:
-                pass
         for _, proc in self.workers:
             proc.join(timeout=10)
 

@@ -193,6 +193,29 @@ def test_sc2_workers_follow_smacv2_api_and_restart_a_crashed_game(mappo):
         envs.close()
 
 
+class UnrestartableGame(FakeStarCraft2Env):
+    """Crashes at step 3, like its parent, and its replacement (a new seed) fails to start."""
+
+    def __init__(self, map_name, seed):
+        if seed >= 100_000:
+            raise RuntimeError("StarCraft II did not start")
+        super().__init__(map_name, seed)
+
+
+def test_sc2_a_crash_warns_and_a_failed_restart_is_one_clear_error(mappo, capfd):
+    envs = mappo.SC2VecEnv("3m", 1, seed=0, env_fn=UnrestartableGame)
+    try:
+        envs.reset()
+        with pytest.raises(RuntimeError, match="StarCraft II worker 0 failed") as error:
+            for _ in range(3):
+                envs.step_async(np.zeros((1, 2), dtype=int))
+                envs.step_wait()
+        assert "StarCraft II did not start" in str(error.value)
+        assert "warning: StarCraft II game (seed 0) crashed" in capfd.readouterr().out
+    finally:
+        envs.close()
+
+
 def test_sc2_reset_starts_a_new_episode_in_every_game(mappo):
     envs = mappo.SC2VecEnv("3m", 2, seed=100_000, env_fn=FakeStarCraft2Env)  # these seeds never crash
     try:
