@@ -192,48 +192,14 @@ def check_algo_args(args, num_agents):
 
 # TRY NOT TO MODIFY: argument handling
 BACKEND_PRESETS = {"sc2": dict(num_envs=8, num_steps=400)}
-SMAX_EPISODE_LIMITS = {
-    "3m": 60,
-    "8m": 120,
-    "25m": 150,
-    "2s3z": 120,
-    "3s5z": 150,
-    "5m_vs_6m": 70,
-    "8m_vs_9m": 120,
-    "10m_vs_11m": 150,
-    "27m_vs_30m": 180,
-    "3s5z_vs_3s6z": 170,
-    "3s_vs_5z": 250,
-    "6h_vs_8z": 150,
-    "smacv2_5_units": 100,
-    "smacv2_10_units": 100,
-    "smacv2_20_units": 100,
-}
-SC2_CLASSIC_MAPS = [
-    "3m",
-    "8m",
-    "25m",
-    "2s3z",
-    "3s5z",
-    "5m_vs_6m",
-    "8m_vs_9m",
-    "10m_vs_11m",
-    "27m_vs_30m",
-    "MMM",
-    "MMM2",
-    "3s5z_vs_3s6z",
-    "3s_vs_3z",
-    "3s_vs_4z",
-    "3s_vs_5z",
-    "1c3s5z",
-    "2m_vs_1z",
-    "corridor",
-    "6h_vs_8z",
-    "2s_vs_1sc",
-    "so_many_baneling",
-    "bane_vs_bane",
-    "2c_vs_64zg",
-]
+# SMAC's episode limits (SMACv2's for its scenarios), for the maps SMAX models
+SMAX_EPISODE_LIMITS = {"3m": 60, "8m": 120, "25m": 150, "2s3z": 120, "3s5z": 150, "5m_vs_6m": 70, "8m_vs_9m": 120}
+SMAX_EPISODE_LIMITS.update({"10m_vs_11m": 150, "27m_vs_30m": 180, "3s5z_vs_3s6z": 170, "3s_vs_5z": 250})
+SMAX_EPISODE_LIMITS.update({"6h_vs_8z": 150, "smacv2_5_units": 100, "smacv2_10_units": 100, "smacv2_20_units": 100})
+SC2_CLASSIC_MAPS = (
+    "3m 8m 25m 2s3z 3s5z 5m_vs_6m 8m_vs_9m 10m_vs_11m 27m_vs_30m MMM MMM2 3s5z_vs_3s6z 3s_vs_3z 3s_vs_4z 3s_vs_5z "
+    "1c3s5z 2m_vs_1z corridor 6h_vs_8z 2s_vs_1sc so_many_baneling bane_vs_bane 2c_vs_64zg"
+).split()
 SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole team), as smacv2's sc2_gen_{race}.yaml
     "protoss": (["stalker", "zealot", "colossus"], [0.45, 0.45, 0.1], []),
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
@@ -250,9 +216,9 @@ SC2_INSTALL = (
 
 
 def user_gave(name, argv):
-    flag = "--" + name.replace("_", "-")
-    names = {flag, "--" + name, "--no-" + name.replace("_", "-"), "--no-" + name}
-    return any(a.split("=")[0] in names for a in argv)
+    """Whether argv sets the field `name`: --a-name, --a_name, --no-a-name or --no-a_name, with or without =value."""
+    flags = {f"--{no}{spelling}" for no in ("", "no-") for spelling in (name, name.replace("_", "-"))}
+    return any(a.split("=")[0] in flags for a in argv)
 
 
 def parse_args(argv=None):
@@ -262,18 +228,17 @@ def parse_args(argv=None):
         for name, value in presets.get(key, {}).items():
             if not user_gave(name, argv):
                 setattr(args, name, value)
-    if args.env_backend == "smax" and args.map_name not in SMAX_EPISODE_LIMITS:
-        if args.map_name in SC2_CLASSIC_MAPS or args.map_name in SMACV2_MAPS:
-            raise SystemExit(
-                f"error: map '{args.map_name}' cannot be modelled by SMAX (no medivacs, colossi, banelings, "
-                f"shields or terrain). Run it on StarCraft II with --env-backend sc2, or pick a SMAX map: "
-                f"{', '.join(SMAX_EPISODE_LIMITS)}."
-            )
-        raise SystemExit(f"error: unknown map '{args.map_name}'. SMAX maps: {', '.join(SMAX_EPISODE_LIMITS)}.")
-    if args.env_backend == "sc2" and args.map_name not in SC2_CLASSIC_MAPS + SMACV2_MAPS:
+    smax, sc2_maps = args.env_backend == "smax", SC2_CLASSIC_MAPS + SMACV2_MAPS
+    if smax and args.map_name in sc2_maps and args.map_name not in SMAX_EPISODE_LIMITS:
         raise SystemExit(
-            f"error: unknown map '{args.map_name}'. StarCraft II maps: {', '.join(SC2_CLASSIC_MAPS + SMACV2_MAPS)}."
+            f"error: map '{args.map_name}' cannot be modelled by SMAX (no medivacs, colossi, banelings, "
+            f"shields or terrain). Run it on StarCraft II with --env-backend sc2, or pick a SMAX map: "
+            f"{', '.join(SMAX_EPISODE_LIMITS)}."
         )
+    maps = list(SMAX_EPISODE_LIMITS) if smax else sc2_maps
+    if args.map_name not in maps:
+        backend = "SMAX" if smax else "StarCraft II"
+        raise SystemExit(f"error: unknown map '{args.map_name}'. {backend} maps: {', '.join(maps)}.")
     if args.num_steps % args.data_chunk_length != 0:
         raise SystemExit(
             f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length "
@@ -664,33 +629,24 @@ def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim
 # TRY NOT TO MODIFY: greedy evaluation and checkpoint files
 @torch.no_grad()
 def greedy_evaluation(actor, envs, episodes, args, device):
-    """Greedy actions until every eval env has finished ceil(episodes / num_envs) episodes."""
-    quota = math.ceil(episodes / envs.num_envs)
-    raw, counts = envs.reset(), np.zeros(envs.num_envs, dtype=int)
-    h = torch.zeros(envs.num_envs * envs.num_agents, args.hidden_dim, device=device)
-    last = torch.full((envs.num_envs, envs.num_agents), -1, dtype=torch.long)
-    starts, returns, ep_ret, wins = (
-        torch.ones(1, envs.num_envs * envs.num_agents, device=device),
-        [],
-        np.zeros(envs.num_envs),
-        [],
-    )
+    """Greedy play until every eval env has finished ceil(episodes / num_envs) episodes: mean win rate and return."""
+    E, n, quota = envs.num_envs, envs.num_agents, math.ceil(episodes / envs.num_envs)
+    raw, counts, ep_return, returns, wins = envs.reset(), np.zeros(E, dtype=int), np.zeros(E), [], []
+    h, starts = torch.zeros(E * n, args.hidden_dim, device=device), torch.ones(1, E * n, device=device)
+    last = torch.full((E, n), -1, dtype=torch.long)
     while counts.min() < quota:
         actor_x, _, avail, _ = agent_inputs(raw, last, envs.num_actions)
-        logits, h = actor(actor_x.reshape(1, -1, actor_x.shape[-1]).to(device), h, starts)
+        logits, h = actor(actor_x.view(1, E * n, -1).to(device), h, starts)
         actions = masked_logits(logits.reshape(avail.shape), avail.to(device)).argmax(-1).cpu()
         envs.step_async(actions.numpy())
         raw, reward, done, won = envs.step_wait()
-        ep_ret += reward
-        for e in np.flatnonzero(done):
-            if counts[e] < quota:
-                returns.append(ep_ret[e]), wins.append(float(won[e]))
-            counts[e] += 1
-            ep_ret[e] = 0.0
+        ep_return += reward
+        returns.extend(ep_return[done & (counts < quota)])
+        wins.extend(won[done & (counts < quota)])
+        counts += done
+        ep_return[done] = 0.0
         last = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
-        starts = (
-            torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(envs.num_agents).unsqueeze(0)
-        )
+        starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(n).unsqueeze(0)
     return float(np.mean(wins)), float(np.mean(returns))
 
 

@@ -6,6 +6,7 @@ breaks its test (tests/test_smac_shared_sections.py separately proves the texts 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -422,10 +423,19 @@ SMOKE = [
 ]
 
 
+ITER_LINE = re.compile(  # the per-iteration line, the same in every script
+    r"iter \d+/\d+ step \d+ SPS \d+ train (nan|\d\.\d{3}) eval (nan|\d\.\d{3}) sample \d+\.\d\ds update \d+\.\d\ds "
+    r"elapsed \d+:\d\d:\d\d ETA \d+:\d\d:\d\d"
+)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_smoke_run_logs_every_key_and_writes_a_summary(script, tmp_path):
     proc = run_script(script, *SMOKE, cwd=tmp_path, timeout=300)
     assert "iter 3/3" in proc.stdout
+    iter_lines = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
+    assert len(iter_lines) == 3 and all(ITER_LINE.fullmatch(line) for line in iter_lines), iter_lines
+    assert "ubmoduled environments" not in proc.stdout, "jaxmarl's start-up notice is silenced"
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
     for key in (
