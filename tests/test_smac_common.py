@@ -6,6 +6,7 @@ breaks its test (tests/test_smac_shared_sections.py separately proves the texts 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -189,6 +190,29 @@ def test_sc2_workers_follow_smacv2_api_and_restart_a_crashed_game(mappo):
             envs.step_async(np.zeros((2, 2), dtype=int))
             raw, reward, done, won = envs.step_wait()
         assert done.all() and (reward == 1).all()
+    finally:
+        envs.close()
+
+
+class UnrestartableGame(FakeStarCraft2Env):
+    """Crashes at step 3, like its parent, and its replacement (a new seed) fails to start."""
+
+    def __init__(self, map_name, seed):
+        if seed >= 100_000:
+            raise RuntimeError("StarCraft II did not start")
+        super().__init__(map_name, seed)
+
+
+def test_sc2_a_crash_warns_and_a_failed_restart_is_one_clear_error(mappo, capfd):
+    envs = mappo.SC2VecEnv("3m", 1, seed=0, env_fn=UnrestartableGame)
+    try:
+        envs.reset()
+        with pytest.raises(RuntimeError, match="StarCraft II worker 0 failed") as error:
+            for _ in range(3):
+                envs.step_async(np.zeros((1, 2), dtype=int))
+                envs.step_wait()
+        assert "StarCraft II did not start" in str(error.value)
+        assert "warning: StarCraft II game (seed 0) crashed" in capfd.readouterr().out
     finally:
         envs.close()
 
@@ -399,10 +423,19 @@ SMOKE = [
 ]
 
 
+ITER_LINE = re.compile(  # the per-iteration line, the same in every script
+    r"iter \d+/\d+ step \d+ SPS \d+ train (nan|\d\.\d{3}) eval (nan|\d\.\d{3}) sample \d+\.\d\ds update \d+\.\d\ds "
+    r"elapsed \d+:\d\d:\d\d ETA \d+:\d\d:\d\d"
+)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_smoke_run_logs_every_key_and_writes_a_summary(script, tmp_path):
     proc = run_script(script, *SMOKE, cwd=tmp_path, timeout=300)
     assert "iter 3/3" in proc.stdout
+    iter_lines = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
+    assert len(iter_lines) == 3 and all(ITER_LINE.fullmatch(line) for line in iter_lines), iter_lines
+    assert "ubmoduled environments" not in proc.stdout, "jaxmarl's start-up notice is silenced"
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
     for key in (
