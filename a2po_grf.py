@@ -66,76 +66,43 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """use CUDA when available"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "cooperative-trust-region"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # use CUDA when available
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "cooperative-trust-region"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False
     """write gfootball's videos of the evaluation games of the first eval env to runs/<run>/videos"""
-    runs_dir: str = "runs"
-    """the folder holding the run folders"""
+    runs_dir: str = "runs"  # the folder holding the run folders
 
-    env_name: str = "academy_3_vs_1_with_keeper"
-    """the gfootball scenario"""
-    num_agents: int = 0
-    """number of controlled left players (0: the scenario's default)"""
-    rewards: str = "scoring,checkpoints"
-    """gfootball rewards: 'scoring' or 'scoring,checkpoints'"""
-    total_timesteps: int = 10_000_000
-    """total env steps of the experiment"""
-    learning_rate: float = 5e-4
-    """the learning rate of the actors"""
-    critic_learning_rate: float = 5e-4
-    """the learning rate of the critics"""
-    num_envs: int = 8
-    """the number of parallel games (one subprocess each)"""
-    num_steps: int = 256
-    """the number of steps per game per rollout"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    gae_lambda: float = 0.95
-    """the lambda of GAE / PreOPC"""
-    num_minibatches: int = 2
-    """the number of minibatches per pass"""
-    update_epochs: int = 10
-    """the epochs of the two-stage update of each agent"""
-    clip_coef: float = 0.2
-    """the surrogate clipping coefficient eps (also the value clip)"""
-    clip_c: float = 0.5
-    """c of the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n"""
-    ent_coef: float = 0.01
-    """coefficient of the entropy"""
-    max_grad_norm: float = 10.0
-    """the maximum norm for the gradient clipping"""
-    huber_delta: float = 10.0
-    """delta of the Huber value loss"""
-    hidden_dim: int = 128
-    """width of the hidden layers"""
-    eval_interval: int = 200_000
-    """env steps between greedy evaluations"""
-    eval_episodes: int = 32
-    """games per evaluation (0: no evaluation)"""
-    save_model: bool = False
-    """write runs/<run>/checkpoint.pt at every evaluation and at the end"""
-    resume: str | None = None
-    """path to a checkpoint.pt to continue from"""
+    env_name: str = "academy_3_vs_1_with_keeper"  # the gfootball scenario
+    num_agents: int = 0  # number of controlled left players (0: the scenario's default)
+    rewards: str = "scoring,checkpoints"  # gfootball rewards: 'scoring' or 'scoring,checkpoints'
+    total_timesteps: int = 10_000_000  # total env steps of the experiment
+    learning_rate: float = 5e-4  # the learning rate of the actors
+    critic_learning_rate: float = 5e-4  # the learning rate of the critics
+    num_envs: int = 8  # the number of parallel games (one subprocess each)
+    num_steps: int = 256  # the number of steps per game per rollout
+    gamma: float = 0.99  # the discount factor gamma
+    gae_lambda: float = 0.95  # the lambda of GAE / PreOPC
+    num_minibatches: int = 2  # the number of minibatches per pass
+    update_epochs: int = 10  # the epochs of the two-stage update of each agent
+    clip_coef: float = 0.2  # the surrogate clipping coefficient eps (also the value clip)
+    clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n
+    ent_coef: float = 0.01  # coefficient of the entropy
+    max_grad_norm: float = 10.0  # the maximum norm for the gradient clipping
+    huber_delta: float = 10.0  # delta of the Huber value loss
+    hidden_dim: int = 128  # width of the hidden layers
+    eval_interval: int = 200_000  # env steps between greedy evaluations
+    eval_episodes: int = 32  # games per evaluation (0: no evaluation)
+    save_model: bool = False  # write runs/<run>/checkpoint.pt at every evaluation and at the end
+    resume: str | None = None  # path to a checkpoint.pt to continue from
 
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
+    batch_size: int = 0  # the batch size (computed in runtime)
+    minibatch_size: int = 0  # the mini-batch size (computed in runtime)
+    num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
 # scenario -> (default number of agents, controllable left players)

@@ -79,78 +79,44 @@ mujoco.set_mju_user_warning(mujoco_warning)
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """use CUDA when available"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "cooperative-trust-region"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """record the first episode of every evaluation as an mp4 in the run folder's videos/"""
-    runs_dir: str = "runs"
-    """folder that holds the run folders"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # use CUDA when available
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "cooperative-trust-region"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # record the first episode of every evaluation as an mp4 in the run folder's videos/
+    runs_dir: str = "runs"  # folder that holds the run folders
 
     scenario: str = "HalfCheetah"
     """MuJoCo robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer"""
-    agent_conf: str = "6x1"
-    """partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1"""
-    agent_obsk: int = 1
-    """each agent observes the joints up to this graph distance from its own"""
-    total_timesteps: int = 10_000_000
-    """total env steps of the experiment"""
-    learning_rate: float = 3e-4
-    """the learning rate of the actors"""
-    critic_learning_rate: float = 3e-4
-    """the learning rate of the critics"""
-    num_envs: int = 8
-    """the number of parallel envs (one subprocess worker each)"""
-    num_steps: int = 500
-    """the number of steps per env per rollout"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    gae_lambda: float = 0.95
-    """the lambda of GAE and PreOPC"""
-    num_minibatches: int = 1
-    """the number of minibatches per pass"""
-    update_epochs: int = 5
-    """the number of epochs of each agent's two-stage update"""
-    clip_coef: float = 0.2
-    """the surrogate clipping coefficient eps (before adaptive clipping) and the value clip"""
-    clip_c: float = 0.5
-    """c of the adaptive clip C(eps, k) = eps*c + eps*(1-c)*k/n"""
-    ent_coef: float = 0.0
-    """coefficient of the entropy bonus"""
-    max_grad_norm: float = 10.0
-    """the maximum norm for the gradient clipping"""
-    huber_delta: float = 10.0
-    """delta of the Huber value loss"""
-    hidden_dim: int = 64
-    """width of the hidden layers"""
-    obs_norm_clip: float = 10.0
-    """normalised observations and states are clipped to +- this"""
-    eval_interval: int = 100_000
-    """env steps between evaluations"""
-    eval_episodes: int = 5
-    """episodes per evaluation (deterministic mean actions)"""
-    save_model: bool = False
-    """save checkpoint.pt in the run folder at every evaluation and at the end"""
-    resume: str | None = None
-    """path to a checkpoint.pt to resume from"""
+    agent_conf: str = "6x1"  # partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1
+    agent_obsk: int = 1  # each agent observes the joints up to this graph distance from its own
+    total_timesteps: int = 10_000_000  # total env steps of the experiment
+    learning_rate: float = 3e-4  # the learning rate of the actors
+    critic_learning_rate: float = 3e-4  # the learning rate of the critics
+    num_envs: int = 8  # the number of parallel envs (one subprocess worker each)
+    num_steps: int = 500  # the number of steps per env per rollout
+    gamma: float = 0.99  # the discount factor gamma
+    gae_lambda: float = 0.95  # the lambda of GAE and PreOPC
+    num_minibatches: int = 1  # the number of minibatches per pass
+    update_epochs: int = 5  # the number of epochs of each agent's two-stage update
+    clip_coef: float = 0.2  # the surrogate clipping coefficient eps (before adaptive clipping) and the value clip
+    clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps*c + eps*(1-c)*k/n
+    ent_coef: float = 0.0  # coefficient of the entropy bonus
+    max_grad_norm: float = 10.0  # the maximum norm for the gradient clipping
+    huber_delta: float = 10.0  # delta of the Huber value loss
+    hidden_dim: int = 64  # width of the hidden layers
+    obs_norm_clip: float = 10.0  # normalised observations and states are clipped to +- this
+    eval_interval: int = 100_000  # env steps between evaluations
+    eval_episodes: int = 5  # episodes per evaluation (deterministic mean actions)
+    save_model: bool = False  # save checkpoint.pt in the run folder at every evaluation and at the end
+    resume: str | None = None  # path to a checkpoint.pt to resume from
 
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
+    batch_size: int = 0  # the batch size (computed in runtime)
+    minibatch_size: int = 0  # the mini-batch size (computed in runtime)
+    num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
 # Per-task presets (official A2PO MA-MuJoCo settings), applied only to flags not given on the command line.

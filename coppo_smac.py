@@ -51,80 +51,47 @@ from torch.utils.tensorboard import SummaryWriter
 # TRY NOT TO MODIFY: common arguments
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, use CUDA when available"""
-    track: bool = False
-    """if toggled, mirror the TensorBoard logs to Weights and Biases"""
-    wandb_project_name: str = "cooperative-trust-region"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    runs_dir: str = "runs"
-    """folder that holds one sub-folder per run"""
-    save_model: bool = False
-    """if toggled, write a resumable checkpoint at every evaluation and at the end"""
-    resume: str | None = None
-    """path to a checkpoint.pt to continue from (pass the same flags as the original run)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, use CUDA when available
+    track: bool = False  # if toggled, mirror the TensorBoard logs to Weights and Biases
+    wandb_project_name: str = "cooperative-trust-region"  # the wandb project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    runs_dir: str = "runs"  # folder that holds one sub-folder per run
+    save_model: bool = False  # if toggled, write a resumable checkpoint at every evaluation and at the end
+    resume: str | None = None  # path to a checkpoint.pt to continue from (pass the same flags as the original run)
 
-    map_name: str = "3s5z"
-    """SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)"""
+    map_name: str = "3s5z"  # SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)
     env_backend: Literal["smax", "sc2"] = "smax"
     """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
-    total_timesteps: int = 10_000_000
-    """total env steps (summed over parallel envs)"""
-    num_envs: int = 32
-    """parallel envs (sc2 default: 8)"""
-    num_steps: int = 100
-    """steps per env per rollout (sc2 default: 400)"""
-    eval_interval: int = 80_000
-    """env steps between greedy evaluations"""
-    eval_episodes: int = 32
-    """episodes per evaluation"""
+    total_timesteps: int = 10_000_000  # total env steps (summed over parallel envs)
+    num_envs: int = 32  # parallel envs (sc2 default: 8)
+    num_steps: int = 100  # steps per env per rollout (sc2 default: 400)
+    eval_interval: int = 80_000  # env steps between greedy evaluations
+    eval_episodes: int = 32  # episodes per evaluation
 
-    learning_rate: float = 5e-4
-    """actor learning rate"""
-    critic_learning_rate: float = 5e-4
-    """critic learning rate"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """lambda of GAE"""
-    update_epochs: int = 5
-    """passes over the rollout per iteration"""
-    num_minibatches: int = 1
-    """minibatches per pass (over chunks of all agents of an env)"""
-    clip_coef: float = 0.2
-    """PPO clip on the ratio, and on the value change"""
-    ent_coef: float = 0.01
-    """entropy bonus"""
-    max_grad_norm: float = 10.0
-    """gradient norm clip"""
-    huber_delta: float = 10.0
-    """Huber threshold of the value loss"""
-    hidden_dim: int = 64
-    """width of every hidden layer"""
-    recurrent: bool = True
-    """GRU actor and critic; `--no-recurrent` for MLPs"""
-    data_chunk_length: int = 10
-    """length of the sequences the GRU is trained on"""
+    learning_rate: float = 5e-4  # actor learning rate
+    critic_learning_rate: float = 5e-4  # critic learning rate
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # lambda of GAE
+    update_epochs: int = 5  # passes over the rollout per iteration
+    num_minibatches: int = 1  # minibatches per pass (over chunks of all agents of an env)
+    clip_coef: float = 0.2  # PPO clip on the ratio, and on the value change
+    ent_coef: float = 0.01  # entropy bonus
+    max_grad_norm: float = 10.0  # gradient norm clip
+    huber_delta: float = 10.0  # Huber threshold of the value loss
+    hidden_dim: int = 64  # width of every hidden layer
+    recurrent: bool = True  # GRU actor and critic; `--no-recurrent` for MLPs
+    data_chunk_length: int = 10  # length of the sequences the GRU is trained on
 
     # ALGO LOGIC: algorithm flags
-    others_clip_coef: float = 0.1
-    """clip on the product of the other agents' ratios (the talk's "outer" clip)"""
+    others_clip_coef: float = 0.1  # clip on the product of the other agents' ratios (the talk's "outer" clip)
 
     # TRY NOT TO MODIFY: computed after parsing
-    batch_size: int = 0
-    """env steps per rollout (num_envs * num_steps)"""
-    minibatch_size: int = 0
-    """(env, chunk) sequences per minibatch"""
-    num_iterations: int = 0
-    """rollout + update iterations"""
+    batch_size: int = 0  # env steps per rollout (num_envs * num_steps)
+    minibatch_size: int = 0  # (env, chunk) sequences per minibatch
+    num_iterations: int = 0  # rollout + update iterations
 
 
 # ALGO LOGIC: per-map presets (the A2PO code base's baseline table; others' clip = clip / 2), for flags not given

@@ -68,84 +68,52 @@ from torch.utils.tensorboard import SummaryWriter
 # ALGO LOGIC: arguments (the PPO scripts' common arguments where QMIX has them, then QMIX's own)
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, use CUDA when available"""
-    track: bool = False
-    """if toggled, mirror the TensorBoard logs to Weights and Biases"""
-    wandb_project_name: str = "cooperative-trust-region"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    runs_dir: str = "runs"
-    """folder that holds one sub-folder per run"""
-    save_model: bool = False
-    """if toggled, write a resumable checkpoint at every evaluation and at the end"""
-    resume: str | None = None
-    """path to a checkpoint.pt to continue from (pass the same flags as the original run)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, use CUDA when available
+    track: bool = False  # if toggled, mirror the TensorBoard logs to Weights and Biases
+    wandb_project_name: str = "cooperative-trust-region"  # the wandb project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    runs_dir: str = "runs"  # folder that holds one sub-folder per run
+    save_model: bool = False  # if toggled, write a resumable checkpoint at every evaluation and at the end
+    resume: str | None = None  # path to a checkpoint.pt to continue from (pass the same flags as the original run)
     save_buffer: bool = False
     """with --save-model: checkpoints hold the replay buffer too (size: start-up line; 3m 0.2 GB, 3s5z 3.1 GB)"""
 
-    map_name: str = "3s5z"
-    """SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)"""
+    map_name: str = "3s5z"  # SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)
     env_backend: Literal["smax", "sc2"] = "smax"
     """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
-    total_timesteps: int = 10_000_000
-    """total env steps (summed over parallel envs)"""
-    num_envs: int = 8
-    """parallel envs (pymarl's parallel runner: 8)"""
-    num_steps: int = 100
-    """steps per env per rollout (sc2 default: 400)"""
-    eval_interval: int = 80_000
-    """env steps between greedy evaluations"""
-    eval_episodes: int = 32
-    """episodes per evaluation"""
+    total_timesteps: int = 10_000_000  # total env steps (summed over parallel envs)
+    num_envs: int = 8  # parallel envs (pymarl's parallel runner: 8)
+    num_steps: int = 100  # steps per env per rollout (sc2 default: 400)
+    eval_interval: int = 80_000  # env steps between greedy evaluations
+    eval_episodes: int = 32  # episodes per evaluation
 
-    learning_rate: float = 5e-4
-    """learning rate of agent network and mixer"""
-    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-    """RMSprop (alpha 0.99, eps 1e-5) as pymarl, or Adam (eps 1e-5)"""
-    gamma: float = 0.99
-    """discount factor"""
-    max_grad_norm: float = 10.0
-    """gradient norm clip"""
-    hidden_dim: int = 64
-    """width of every hidden layer of the agent network"""
-    buffer_size: int = 5000
-    """episodes the replay buffer holds"""
-    batch_episodes: int = 32
-    """episodes per gradient step"""
-    train_steps_per_rollout: int = 1
-    """gradient steps per `num_envs` finished episodes"""
-    target_update_interval: int = 200
-    """episodes between hard copies into the target networks"""
-    epsilon_start: float = 1.0
-    """ε of ε-greedy at the start"""
-    epsilon_finish: float = 0.05
-    """ε after the anneal"""
-    epsilon_anneal_steps: int = 50_000
-    """env steps over which ε falls linearly"""
+    learning_rate: float = 5e-4  # learning rate of agent network and mixer
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # RMSprop (alpha 0.99, eps 1e-5) as pymarl, or Adam (eps 1e-5)
+    gamma: float = 0.99  # discount factor
+    max_grad_norm: float = 10.0  # gradient norm clip
+    hidden_dim: int = 64  # width of every hidden layer of the agent network
+    buffer_size: int = 5000  # episodes the replay buffer holds
+    batch_episodes: int = 32  # episodes per gradient step
+    train_steps_per_rollout: int = 1  # gradient steps per `num_envs` finished episodes
+    target_update_interval: int = 200  # episodes between hard copies into the target networks
+    epsilon_start: float = 1.0  # ε of ε-greedy at the start
+    epsilon_finish: float = 0.05  # ε after the anneal
+    epsilon_anneal_steps: int = 50_000  # env steps over which ε falls linearly
     reward_scale: float | None = None
     """factor on the reward the learner sees (default: 10 on SMAX, 1 on sc2; returns then reach 20 on both)"""
-    mixing_embed_dim: int = 32
-    """width of the mixing network"""
-    hypernet_dim: int = 64
-    """hidden width of the hypernetworks"""
+    mixing_embed_dim: int = 32  # width of the mixing network
+    hypernet_dim: int = 64  # hidden width of the hypernetworks
 
     # read by the shared argument handling: QMIX trains on whole episodes, never on chunks or minibatches
     data_chunk_length = 1
     num_minibatches = 1
 
     # computed after parsing
-    batch_size: int = 0
-    """env steps per rollout (num_envs * num_steps)"""
-    num_iterations: int = 0
-    """rollout + update iterations"""
+    batch_size: int = 0  # env steps per rollout (num_envs * num_steps)
+    num_iterations: int = 0  # rollout + update iterations
 
 
 # ALGO LOGIC: per-map presets: none, pymarl runs QMIX with one configuration on every map
