@@ -4,7 +4,7 @@
 Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the agents
 already updated (PreOPC), its surrogate sees their joint ratio clipped to 1 +- eps_i/2, and eps_i grows with
 its position in the order (Wang et al., ICLR 2023). Every finished game also logs the talk's 5-vs-5 behaviour
-table: goals, lost, passes, pass rate, assists.
+table (goals, lost, passes, pass rate, assists; see BehaviourTracker); an evaluation logs its mean.
 
 Run: `bash install_gfootball.sh && python a2po_grf.py --env-name academy_3_vs_1_with_keeper --seed 1`
 
@@ -19,21 +19,17 @@ Implementation details
    id, critic i all slots' simple115v2 + one-hot id. No masks: all 19 actions are always available.
 4. Team reward = MEAN of the agents' gfootball rewards, so a goal is worth the same whatever the number of agents.
 5. The time limit is a truncation (simple115v2 has no clock): r_i += gamma * V_i(final obs), continues = 0.
-6. Turn k = 0..n-1: rho, the joint ratio of the agents already updated, is a sum of log-ratios (a float32
-   product can overflow to inf and meet an underflow: NaN); PreOPC advantages of every agent use the rollout
-   values (the remaining critics have not moved); agent i = semi_greedy_pick(k, mean |A|); eps_i =
-   adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only pass, actor+critic pass] with l_i = r_i *
-   clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over (t, env, agent), as in the A2PO code base, so
-   an agent whose advantages are small next to the team's takes a small step; critic i regresses onto agent i's
-   PreOPC returns with its own ValueNorm.
-7. Behaviour metrics (defined in BehaviourTracker) go to charts/* per finished training game and to eval/* as
-   means over the greedy evaluation games.
-8. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
+6. Turn k = 0..n-1: agent i = semi_greedy_pick(k, mean |A|), eps_i = adaptive_clip(eps, k+1, n, c), then
+   update_epochs x [critic-only pass, actor+critic pass] with l_i = r_i * clamp(rho, 1 +- eps_i/2). rho, the joint
+   ratio of the agents already updated, is a sum of log-ratios (a float32 product can overflow to inf and meet an
+   underflow: NaN). PreOPC advantages use the rollout values (the remaining critics have not moved) and are
+   normalised jointly over (t, env, agent) as in the A2PO code base, so an agent whose advantages are small next
+   to the team's takes a small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
+7. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
    take FULL_GAME_PRESET, the A2PO code base's 5-vs-5 settings, for the flags not given on the command line.
-9. --capture-video: gfootball's 2-D minimap video (.webm) and .dump of each game of eval env 0 in
-   runs/<run>/videos (its 3-D rendering runs < 0.5 steps/s).
-10. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
-    process, env), evaluation games env_seed(seed, 0, env), so no two runs or evaluations share a game stream.
+8. --capture-video: gfootball's 2-D minimap .webm and .dump of eval env 0's games (3-D rendering: < 0.5 steps/s).
+9. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
+   process, env), evaluation games env_seed(seed, 0, env), so no two runs or evaluations share a game stream.
 """
 
 import contextlib
@@ -193,12 +189,11 @@ class GRFEnv:
         self.env = football_env.FootballEnv(config.Config(values))
         self.convert = wrappers.Simple115StateWrapper.convert_observation
         self.checkpoints = "checkpoints" in rewards.split(",")
-        self.num_agents = num_agents
 
     def reset(self):
         raw = self.env.reset()
         self.tracker = BehaviourTracker(raw[0])
-        self.collected, self.episode_return, self.episode_length = np.zeros(self.num_agents, dtype=np.int64), 0.0, 0
+        self.collected, self.episode_return, self.episode_length = np.zeros(len(raw), dtype=np.int64), 0.0, 0
         return self.convert(raw, True)
 
     def step(self, actions):
@@ -237,7 +232,7 @@ def env_worker(remote, env_kwargs):
 
 
 class FootballVecEnv:
-    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send / wait / recv)."""
+    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send, wait, remotes[e].recv)."""
 
     def __init__(self, seeds, **env_kwargs):
         ctx = mp.get_context("fork")
@@ -572,9 +567,7 @@ if __name__ == "__main__":
     # storage (T, E, n, ...); rewards are per agent because a truncation adds agent i's own bootstrap value
     obs_buf = torch.zeros((T, E, n, obs_dim), device=device)
     actions_buf = torch.zeros((T, E, n), dtype=torch.long, device=device)
-    logprobs_buf = torch.zeros((T, E, n), device=device)
-    values_buf = torch.zeros((T, E, n), device=device)
-    rewards_buf = torch.zeros((T, E, n), device=device)
+    logprobs_buf, values_buf, rewards_buf = (torch.zeros((T, E, n), device=device) for _ in range(3))
     continues_buf = torch.zeros((T, E, 1), device=device)  # (T, E, 1) broadcasts against per-agent rewards
 
     next_obs = torch.tensor(envs.reset(), device=device)
