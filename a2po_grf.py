@@ -4,43 +4,32 @@
 Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the agents
 already updated (PreOPC), its surrogate sees their joint ratio clipped to 1 +- eps_i/2, and eps_i grows with
 its position in the order (Wang et al., ICLR 2023). Every finished game also logs the talk's 5-vs-5 behaviour
-table: goals, lost, passes, pass rate, assists.
+table (goals, lost, passes, pass rate, assists; see BehaviourTracker); an evaluation logs its mean.
 
 Run: `bash install_gfootball.sh && python a2po_grf.py --env-name academy_3_vs_1_with_keeper --seed 1`
 
 Implementation details
 1. The env is gfootball's FootballEnv itself (its gym wrappers break under gym 0.26, and the behaviour metrics
-   need the raw observation), with Simple115StateWrapper.convert_observation for simple115v2 and gfootball's
-   "checkpoints" rule in `checkpoint_reward` (a test compares it with gfootball's wrapper).
-2. One game per subprocess worker and no lockstep: a worker gets its next action as soon as its result arrives
-   (the waiting envs share one batched-matmul pass of all agents), so none idles behind a slow one (a reset
-   costs ~5 steps). Gumbel-max draws from per-env noise generators reproduce a seed's actions whatever the
-   arrival order.
+   need the raw observation), with simple115v2 observations and gfootball's "checkpoints" reward rule.
+2. One game per subprocess and no lockstep: a game gets its next action as soon as its result arrives (the
+   waiting games share one batched forward of all agents), so none idles behind a slow one (a reset costs ~5
+   steps). Gumbel-max draws from per-env noise generators reproduce a seed's actions whatever the arrival order.
 3. Agents are the `--num-agents` controlled left players (default: the field players; the 5_vs_5 keeper is not
-   controllable); gfootball decides which player each slot drives. Actor i sees its slot's simple115v2 +
-   one-hot id; critic i sees all slots' simple115v2 + one-hot id.
-4. Team reward = MEAN of the agents' gfootball rewards (scoring + the ball carrier's checkpoints), so a goal is
-   worth the same whatever the number of agents and returns compare across scenarios.
-5. The time limit (steps_left == 0 with no goal in that step) is a truncation: r_i += gamma * V_i(final obs),
-   continues = 0 (compute_gae's convention); full games too, as simple115v2 has no clock.
-6. No masks: all 19 actions are always available and no player leaves the game.
-7. Turn k = 0..n-1: rho, the joint ratio of the agents already updated, is kept as a sum of log-ratios (a
-   float32 product can overflow to inf and meet an underflow: NaN); PreOPC advantages for every agent use the
-   rollout values (the remaining critics have not moved since); agent i = semi_greedy_pick(k, mean |A|);
-   eps_i = adaptive_clip(eps, k+1, n, c); update_epochs x [critic-only pass, actor+critic pass] with
-   l_i = r_i * clamp(rho, 1 +- eps_i/2). Advantages are normalised jointly over (t, env, agent), as in the A2PO
-   code base, so an agent whose advantages are small next to the team's takes a small step; critic i regresses
-   onto agent i's PreOPC returns with its own ValueNorm.
-8. Behaviour metrics come from each step's raw observation (BehaviourTracker defines them): charts/* per
-   finished training game, eval/* as means over the greedy evaluation games.
-9. The Args defaults are the official A2PO academy settings (their epochs are not stated: 10, as for 5_vs_5);
-   full games take FULL_GAME_PRESET for the flags not given on the command line, with the A2PO code base's
-   5-vs-5 entropy 0.001 (README "A2PO on Google Research Football" lists both).
-10. --capture-video: gfootball's 2-D minimap video (.webm) and replayable .dump of each game of eval env 0 in
-    runs/<run>/videos; gfootball's 3-D rendering works headless but runs < 0.5 steps/s.
-11. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
-    process, env), evaluation games env_seed(seed, 0, env): runs with consecutive --seed, resumed runs and the
-    evaluation never share a game stream.
+   controllable), gfootball decides which player each slot drives. Actor i sees its slot's simple115v2 + one-hot
+   id, critic i all slots' simple115v2 + one-hot id. No masks: all 19 actions are always available.
+4. Team reward = MEAN of the agents' gfootball rewards, so a goal is worth the same whatever the number of agents.
+5. The time limit is a truncation (simple115v2 has no clock): r_i += gamma * V_i(final obs), continues = 0.
+6. Turn k = 0..n-1: agent i = semi_greedy_pick(k, mean |A|), eps_i = adaptive_clip(eps, k+1, n, c), then
+   update_epochs x [critic-only pass, actor+critic pass] with l_i = r_i * clamp(rho, 1 +- eps_i/2). rho, the joint
+   ratio of the agents already updated, is a sum of log-ratios (a float32 product can overflow to inf and meet an
+   underflow: NaN). PreOPC advantages use the rollout values (the remaining critics have not moved) and are
+   normalised jointly over (t, env, agent) as in the A2PO code base, so an agent whose advantages are small next
+   to the team's takes a small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
+7. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
+   take FULL_GAME_PRESET, the A2PO code base's 5-vs-5 settings, for the flags not given on the command line.
+8. --capture-video: gfootball's 2-D minimap .webm and .dump of eval env 0's games (3-D rendering: < 0.5 steps/s).
+9. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
+   process, env), evaluation games env_seed(seed, 0, env), so no two runs or evaluations share a game stream.
 """
 
 import contextlib
@@ -73,8 +62,7 @@ class Args:
     track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
     wandb_project_name: str = "cooperative-trust-region"  # the wandb's project name
     wandb_entity: str | None = None  # the entity (team) of wandb's project
-    capture_video: bool = False
-    """write gfootball's videos of the evaluation games of the first eval env to runs/<run>/videos"""
+    capture_video: bool = False  # write gfootball's videos of the first eval env's games to runs/<run>/videos
     runs_dir: str = "runs"  # the folder holding the run folders
 
     env_name: str = "academy_3_vs_1_with_keeper"  # the gfootball scenario
@@ -118,8 +106,7 @@ SCENARIOS = {
     "11_vs_11_stochastic": (10, 11),
     "11_vs_11_hard_stochastic": (10, 11),
 }
-# Official A2PO GRF settings for full games (the Args defaults are the academy ones); applied only to the flags
-# not given on the command line.
+# the official A2PO GRF settings of full games (the Args defaults are the academy ones), for the flags not given
 FULL_GAME_PRESET = dict(total_timesteps=100_000_000, clip_coef=0.25, ent_coef=0.001, gamma=0.995)
 
 
@@ -145,18 +132,17 @@ def checkpoint_reward(raw_obs, score_reward, collected, num_checkpoints=10, rewa
 class BehaviourTracker:
     """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations.
 
-    Owner = (ball_owned_team, ball_owned_player) on steps where ball_owned_team != -1; other steps are "free".
-    - completed pass: the owner changes from left player p to left player q != p with play running (game_mode 0)
-      on the free steps between and on the step of the change: a throw-in, corner or free kick that a teammate
-      takes after a stoppage is no pass (and a goal after it no assist).
-    - attempted pass: a completed pass, or an interception: the owner changes from left player p to a right
-      player who is not the goalkeeper, after >= 1 free step, with play running as above. Not passes: a change
-      with no free step (a tackle), the keeper taking the ball (nearly always a saved shot), a stoppage in
-      between (shot, clearance, ball out).
-    - pass_rate = completed / attempted (nan for a game without an attempt).
-    - goals / lost = increases of score[0] / score[1]; win = goals > lost over the game.
-    - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball
-      through a completed pass and nobody else owned it since.
+    Owner = (ball_owned_team, ball_owned_player) where ball_owned_team != -1; other steps are "free". A change of
+    owner is "in play" when game_mode == 0 on the free steps before it and on its own step.
+    - completed pass: left player p -> left player q != p, in play (a set piece a teammate takes after a
+      stoppage is no pass, and a goal after it no assist).
+    - attempted pass: a completed pass, or an interception: left p -> a right player other than the keeper, in
+      play, after >= 1 free step. No pass: a change with no free step (a tackle), the keeper taking the ball (a
+      saved shot), a stoppage in between (shot, clearance, ball out).
+    - pass_rate = completed / attempted (nan without an attempt); goals / lost = increases of score[0] /
+      score[1]; win = goals > lost over the game.
+    - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball through a
+      completed pass and nobody else owned it since.
     """
 
     def __init__(self, raw_obs):
@@ -203,12 +189,11 @@ class GRFEnv:
         self.env = football_env.FootballEnv(config.Config(values))
         self.convert = wrappers.Simple115StateWrapper.convert_observation
         self.checkpoints = "checkpoints" in rewards.split(",")
-        self.num_agents = num_agents
 
     def reset(self):
         raw = self.env.reset()
         self.tracker = BehaviourTracker(raw[0])
-        self.collected, self.episode_return, self.episode_length = np.zeros(self.num_agents, dtype=np.int64), 0.0, 0
+        self.collected, self.episode_return, self.episode_length = np.zeros(len(raw), dtype=np.int64), 0.0, 0
         return self.convert(raw, True)
 
     def step(self, actions):
@@ -247,7 +232,7 @@ def env_worker(remote, env_kwargs):
 
 
 class FootballVecEnv:
-    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send / wait / recv)."""
+    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send, wait, remotes[e].recv)."""
 
     def __init__(self, seeds, **env_kwargs):
         ctx = mp.get_context("fork")
@@ -273,9 +258,6 @@ class FootballVecEnv:
         """The envs among `envs` whose step result has arrived (blocks until there is one)."""
         arrived = connection_wait([self.remotes[e] for e in envs])
         return [e for e in envs if self.remotes[e] in arrived]
-
-    def recv(self, e):
-        return self.remotes[e].recv()
 
     def close(self):
         for remote in self.remotes:
@@ -453,7 +435,6 @@ def aggregate_games(infos):
     return out
 
 
-@torch.no_grad()
 def evaluate(actors, envs, num_episodes, eye, device):
     """Greedy play until each eval env has finished its share of `num_episodes` games; mean metrics."""
     quotas = [num_episodes // envs.num_envs + (e < num_episodes % envs.num_envs) for e in range(envs.num_envs)]
@@ -464,7 +445,7 @@ def evaluate(actors, envs, num_episodes, eye, device):
         for e, action in enumerate(actions.cpu().numpy()):
             envs.send(e, action)
         for e in range(envs.num_envs):
-            next_obs, _, _, _, _, info = envs.recv(e)
+            next_obs, _, _, _, _, info = envs.remotes[e].recv()
             obs[e] = torch.from_numpy(next_obs).to(device)
             if info is not None and finished[e] < quotas[e]:
                 finished[e] += 1
@@ -476,30 +457,23 @@ def parse_args():
     args = tyro.cli(Args)
     if args.env_name not in SCENARIOS:
         raise SystemExit(f"error: unknown scenario '{args.env_name}'. Valid scenarios: {', '.join(SCENARIOS)}.")
-    default_agents, controllable = SCENARIOS[args.env_name]
-    args.num_agents = args.num_agents or default_agents
-    if not 1 <= args.num_agents <= controllable:
+    default, most = SCENARIOS[args.env_name]
+    args.num_agents = args.num_agents or default
+    if not 1 <= args.num_agents <= most:
         raise SystemExit(
-            f"error: {args.env_name} has {controllable} controllable left players, got --num-agents "
-            f"{args.num_agents}. Use 1..{controllable} (default {default_agents})."
+            f"error: --num-agents {args.num_agents}: {args.env_name} has {most} controllable players. Use 1..{most}."
         )
     if args.rewards not in ("scoring", "scoring,checkpoints"):
         raise SystemExit(f"error: --rewards '{args.rewards}' is not supported. Use 'scoring' or 'scoring,checkpoints'.")
     if not 0 <= args.clip_c <= 1:
-        raise SystemExit(
-            f"error: --clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-            "must grow from eps*c to eps along the order."
-        )
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1] (eps_i must grow from eps*c to eps).")
     given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
     for key, value in FULL_GAME_PRESET.items():
         if not args.env_name.startswith("academy") and key not in given:
             setattr(args, key, value)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
-        raise SystemExit(
-            f"error: batch size num_envs*num_steps = {args.batch_size} is not divisible by "
-            f"--num-minibatches {args.num_minibatches}. Pick values that divide."
-        )
+        raise SystemExit(f"error: --num-envs x --num-steps = {args.batch_size} is not divisible by --num-minibatches.")
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
@@ -509,9 +483,7 @@ def parse_args():
             import gym  # noqa: F401
         import gfootball.env  # noqa: F401
     except ImportError as exc:
-        raise SystemExit(
-            f"error: gfootball is not importable ({exc}). Run `bash install_gfootball.sh` first."
-        ) from None
+        raise SystemExit(f"error: gfootball is not importable ({exc}); run `bash install_gfootball.sh`.") from None
     return args
 
 
@@ -523,9 +495,9 @@ if __name__ == "__main__":
         ckpt = torch.load(args.resume, map_location=device, weights_only=False) if args.resume else None
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SystemExit(
-            f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run."
-        ) from None
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}); pass a checkpoint.pt.") from None
+    if ckpt and "progress" not in ckpt:
+        raise SystemExit(f"error: checkpoint {args.resume} is from an older version of this script; start a new run.")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"{args.runs_dir}/{run_name}"
     os.makedirs(run_dir, exist_ok=True)
@@ -566,17 +538,10 @@ if __name__ == "__main__":
         global_step, sampling_total, updating_total, wall_before, last_eval = ckpt["progress"]
 
     def save_checkpoint(iteration):
-        wall_time = wall_before + time.time() - start_time
-        state = dict(
-            state_dicts=[obj.state_dict() for obj in stateful],
-            generators=[gen.get_state() for gen in generators],
-            numpy_rng=np.random.get_state(),
-            python_rng=random.getstate(),
-            progress=[global_step, sampling_total, updating_total, wall_time, last_eval],
-            iteration=iteration,
-            run_name=run_name,
-            args=vars(args),
-        )
+        progress = [global_step, sampling_total, updating_total, wall_before + time.time() - start_time, last_eval]
+        state = dict(state_dicts=[o.state_dict() for o in stateful], generators=[g.get_state() for g in generators])
+        state.update(numpy_rng=np.random.get_state(), python_rng=random.getstate(), progress=progress)
+        state.update(iteration=iteration, run_name=run_name, args=vars(args))
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
@@ -584,19 +549,11 @@ if __name__ == "__main__":
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            monitor_gym=True,
-            save_code=True,
-        )
+        run = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
+        wandb.init(**run, sync_tensorboard=True, monitor_gym=True, save_code=True)
     writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
     def denormalize(values):
         """Critic outputs (..., n) -> returns scale, each agent with its own ValueNorm."""
@@ -610,9 +567,7 @@ if __name__ == "__main__":
     # storage (T, E, n, ...); rewards are per agent because a truncation adds agent i's own bootstrap value
     obs_buf = torch.zeros((T, E, n, obs_dim), device=device)
     actions_buf = torch.zeros((T, E, n), dtype=torch.long, device=device)
-    logprobs_buf = torch.zeros((T, E, n), device=device)
-    values_buf = torch.zeros((T, E, n), device=device)
-    rewards_buf = torch.zeros((T, E, n), device=device)
+    logprobs_buf, values_buf, rewards_buf = (torch.zeros((T, E, n), device=device) for _ in range(3))
     continues_buf = torch.zeros((T, E, 1), device=device)  # (T, E, 1) broadcasts against per-agent rewards
 
     next_obs = torch.tensor(envs.reset(), device=device)
@@ -621,24 +576,22 @@ if __name__ == "__main__":
         iteration_start, train_games = time.time(), []
         # each env steps as soon as its action is sent; the envs waiting for an action are batched
         t_env, ready, pending = np.zeros(E, dtype=np.int64), list(range(E)), set()
-        actor_params, critic_params = stack_params(actors), stack_params(critics)
+        actor_params, critic_params = stack_params(actors), stack_params(critics)  # detached: no autograd graph
         while ready or pending:
             if ready:
                 idx, t_idx = torch.tensor(ready, device=device), torch.from_numpy(t_env[ready]).to(device)
                 o = next_obs[idx]
                 obs_buf[t_idx, idx] = o
                 noise = torch.stack([torch.rand((n, 19), generator=env_gens[e]) for e in ready], 1).to(device)
-                with torch.no_grad():
-                    action, logprob = sample_action(stacked_forward(actors, actor_params, actor_inputs(o, eye)), noise)
-                    actions_buf[t_idx, idx], logprobs_buf[t_idx, idx] = action.T, logprob.T
-                    value = stacked_forward(critics, critic_params, critic_inputs(o, eye)).squeeze(-1)
-                    values_buf[t_idx, idx] = value.T
+                action, logprob = sample_action(stacked_forward(actors, actor_params, actor_inputs(o, eye)), noise)
+                actions_buf[t_idx, idx], logprobs_buf[t_idx, idx] = action.T, logprob.T
+                values_buf[t_idx, idx] = stacked_forward(critics, critic_params, critic_inputs(o, eye)).squeeze(-1).T
                 for e, action in zip(ready, actions_buf[t_idx, idx].cpu().numpy()):
                     envs.send(e, action)
                 pending.update(ready)
             ready = envs.wait(pending)
             for e in ready:
-                obs_e, reward, done, trunc, final_obs, info = envs.recv(e)
+                obs_e, reward, done, trunc, final_obs, info = envs.remotes[e].recv()
                 pending.discard(e)
                 t, global_step = t_env[e], global_step + 1
                 t_env[e] += 1
@@ -646,9 +599,8 @@ if __name__ == "__main__":
                 next_obs[e] = torch.from_numpy(obs_e).to(device)
                 if trunc:  # time limit: r += gamma * V_i(final obs), continues = 0
                     final = torch.from_numpy(final_obs).to(device).unsqueeze(0)
-                    with torch.no_grad():
-                        v = stacked_forward(critics, critic_params, critic_inputs(final, eye)).squeeze(-1).T
-                        rewards_buf[t, e] += args.gamma * denormalize(v)[0]
+                    v = stacked_forward(critics, critic_params, critic_inputs(final, eye)).squeeze(-1).T
+                    rewards_buf[t, e] += args.gamma * denormalize(v)[0]
                 if info is not None:
                     train_games.append(info)
                     log_metrics("charts", info, global_step)
@@ -658,22 +610,20 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: A2PO with separate parameters, agent by agent (README "A2PO")
         update_start = time.time()
-        with torch.no_grad():
-            bootstrap = denormalize(stacked_forward(critics, critic_params, critic_inputs(next_obs, eye)).squeeze(-1).T)
-            values_denorm = denormalize(values_buf)
-            gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
+        bootstrap = denormalize(stacked_forward(critics, critic_params, critic_inputs(next_obs, eye)).squeeze(-1).T)
+        values_denorm = denormalize(values_buf)
+        gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
         all_actor_in, all_critic_in = actor_inputs(b_obs, eye), critic_inputs(b_obs, eye)
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents already updated (no grad)
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
         for k in range(n):
-            with torch.no_grad():
-                adv_all, adv_norm = turn_advantages(
-                    rewards_buf, values_denorm, bootstrap, continues_buf, log_rho, args.gamma, args.gae_lambda
-                )
-                rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
-                if k > 0:
-                    trace_means.append(rho.clamp(max=1.0).mean().item())
+            adv_all, adv_norm = turn_advantages(
+                rewards_buf, values_denorm, bootstrap, continues_buf, log_rho, args.gamma, args.gae_lambda
+            )
+            rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
+            if k > 0:
+                trace_means.append(rho.clamp(max=1.0).mean().item())
             i = semi_greedy_pick(k, adv_all.abs().mean((0, 1)), remaining, order_gen)
             eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/order_k{k + 1}", i, global_step)
@@ -702,8 +652,7 @@ if __name__ == "__main__":
                         ratio = logratio.exp()
                         # l_i = r_i * clip(rho, 1 +- eps_i/2);  L = -E[min(l A, clip(l, 1 +- eps_i) A)]
                         l_i = ratio * b_rho[mb].clamp(1 - eps_i / 2, 1 + eps_i / 2)
-                        mb_adv = b_adv[mb]
-                        pg_loss = -torch.min(l_i * mb_adv, l_i.clamp(1 - eps_i, 1 + eps_i) * mb_adv).mean()
+                        pg_loss = -torch.min(l_i * b_adv[mb], l_i.clamp(1 - eps_i, 1 + eps_i) * b_adv[mb]).mean()
                         entropy = dist.entropy().mean()
                         actor_opts[i].zero_grad()
                         (pg_loss - args.ent_coef * entropy).backward()
@@ -728,49 +677,33 @@ if __name__ == "__main__":
         names = ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"]
         for name, value in zip(names, [*np.mean(stats, 0), float(np.nanmean(explained))]):
             writer.add_scalar(f"losses/{name}", value, global_step)
-        for tag, value in [
-            ("a2po/order_first", order[0]),
-            ("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0),
-            ("a2po/preopc_gap", float(np.mean(gaps))),
-            ("charts/learning_rate", actor_opts[0].param_groups[0]["lr"]),
-            ("charts/SPS", sps),
-            ("time/sampling_s", sampling_time),
-            ("time/updating_s", updating_time),
-        ]:
-            writer.add_scalar(tag, value, global_step)
+        writer.add_scalar("a2po/order_first", order[0], global_step)
+        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0, global_step)
+        writer.add_scalar("a2po/preopc_gap", float(np.mean(gaps)), global_step)
+        writer.add_scalar("charts/learning_rate", actor_opts[0].param_groups[0]["lr"], global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("time/sampling_s", sampling_time, global_step)
+        writer.add_scalar("time/updating_s", updating_time, global_step)
 
-        last_iteration = iteration == args.num_iterations
-        if eval_envs is not None and (
-            global_step // args.eval_interval > (global_step - E * T) // args.eval_interval or last_iteration
-        ):
+        crossed = global_step // args.eval_interval > (global_step - E * T) // args.eval_interval
+        if eval_envs is not None and (crossed or iteration == args.num_iterations):
             last_eval = evaluate(actors, eval_envs, args.eval_episodes, eye, device)
             log_metrics("eval", last_eval, global_step)
             if args.save_model:
                 save_checkpoint(iteration)
         train = float(np.mean([g["win_rate"] for g in train_games])) if train_games else float("nan")
-        elapsed = time.time() - start_time
-        eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
-        print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} "
-            f"eval {last_eval.get('win_rate', float('nan')):.3f} sample {sampling_time:.2f}s "
-            f"update {updating_time:.2f}s elapsed {datetime.timedelta(seconds=int(elapsed))} "
-            f"ETA {datetime.timedelta(seconds=int(eta))}",
-            flush=True,
-        )
+        win = last_eval.get("win_rate", float("nan"))
+        elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
+        eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
+        line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} eval {win:.3f} "
+        print(line + f"sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}", flush=True)
 
     if args.save_model:
         save_checkpoint(args.num_iterations)
-    summary = dict(
-        task=args.env_name,
-        algo="a2po",
-        seed=args.seed,
-        global_step=global_step,
-        wall_time_s=wall_before + time.time() - start_time,
-        sampling_s=sampling_total,
-        updating_s=updating_total,
-        final_eval={k: (None if np.isnan(v) else v) for k, v in last_eval.items()},
-        args=vars(args),
-    )
+    wall_time = wall_before + time.time() - start_time
+    final_eval = {k: None if np.isnan(v) else v for k, v in last_eval.items()}
+    summary = dict(task=args.env_name, algo="a2po", seed=args.seed, global_step=global_step, wall_time_s=wall_time)
+    summary.update(sampling_s=sampling_total, updating_s=updating_total, final_eval=final_eval, args=vars(args))
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     envs.close()

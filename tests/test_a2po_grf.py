@@ -276,6 +276,17 @@ def test_missing_or_unreadable_resume_file_is_one_line_naming_it(tmp_path, conte
     assert last.startswith("error: cannot read checkpoint") and str(path) in last, proc.stdout
 
 
+def test_resume_from_a_checkpoint_of_an_older_version_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "old.pt"
+    keys = ["nets", "optimizers", "generators", "torch_rng", "numpy_rng", "python_rng", "global_step", "iteration"]
+    torch.save(dict.fromkeys(keys, 0) | dict(run_name="old"), path)  # the key layout the first version wrote
+    proc = run_script("a2po_grf", "--resume", path, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint") and str(path) in last and "older version" in last, proc.stdout
+    assert not (tmp_path / "runs").exists()  # rejected before anything is created
+
+
 # ---------------------------------------------------------------- smoke runs and resume
 GAME_KEYS = [
     "win_rate",
