@@ -8,39 +8,30 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
 Implementation details (README.md, "A2PO on MA-MuJoCo"):
-1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1, Hopper 3x1,
-   Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1, on gymnasium-robotics' v5 robots (returns differ from
-   papers that used v2). Partitions it does not ship are built from `get_parts_and_edges(scenario, None)`: Nx1 is
-   one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the A2PO code base's groupings, to compare with it.
-2. One env per subprocess worker (Pipe, fork); a finished episode resets in the worker, which sends the global
-   state from before the reset. Env seeds hash (seed, first iteration of the process, env index), so runs with
-   consecutive --seed and resumed runs never share an env stream. An idle worker exits once its parent is gone.
+1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots. Partitions it does not ship
+   are built from get_parts_and_edges: Nx1 is one agent per joint, 3x2 takes the A2PO code base's groupings.
+2. One env per subprocess worker; a finished episode resets in the worker, which sends the state from before the
+   reset. Env seeds hash (seed, first iteration of the process, env index), so no two runs or resumes share an env
+   stream. An idle worker exits once its parent is gone.
 3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
-4. Actor input: the agent's obs_k-local observation (--agent-obsk); critic input of agent i: the global state +
-   one-hot i. Both are normalised by running mean/var statistics, clipped to +-obs_norm_clip, updated during
-   rollouts only, saved in the checkpoint and used by evaluation.
-5. A time-limit truncation is not terminal: gamma * V_i(final state) is added to agent i's reward there and the
-   trace is cut. A fall (MuJoCo termination) is terminal.
-6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors for speed only. The nets do not
-   move during a rollout, so log-probs and values are computed after it in one batch; each critic trains only in
-   its own turn, so the remaining agents' stored values are their current critics' when PreOPC is recomputed.
-7. Turn k: log rho = sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow to inf and
-   meet an underflow: NaN); PreOPC for every agent; the semi-greedy pick among the remaining agents by mean |A_i|
-   (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform); eps_i = C(eps, k+1);
+4. Actor input: the agent's obs_k-local observation; critic i's: the global state + one-hot i. Both are normalised
+   by running statistics (clipped to +-obs_norm_clip), updated in rollouts only, saved in the checkpoint.
+5. A time-limit truncation adds gamma * V_i(final state) to agent i's reward and cuts the trace; a fall is terminal.
+6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors, for speed. Log-probs and values
+   are computed after the rollout in one batch; each critic trains only in its own turn, so the remaining agents'
+   stored values are their current critics' when PreOPC is recomputed.
+7. Turn k: log rho = the sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow);
+   PreOPC for every agent; the semi-greedy pick by mean |A_i| (even k greedy, odd k uniform); eps_i = C(eps, k+1);
    update_epochs epochs of a critic-only pass, then an actor + critic pass. Advantages are normalised jointly over
-   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
-   small step; agent i's critic regresses on A + V in its own ValueNorm space.
+   (t, env, agent) as in the A2PO code base; critic i regresses on A + V in its own ValueNorm space.
 8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
-   talk), not eps/2. Its MA-MuJoCo settings are the defaults, the 4000 steps per update as 8 workers x 500 steps
-   (the policy forward and the pipe round trip are paid once per step for all envs); the Hopper presets apply
-   only to flags not given on the command line.
+   talk), not eps/2. Its MA-MuJoCo settings are the defaults (4000 steps per update as 8 envs x 500 steps).
 9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
-10. Evaluation: mean actions, episode j on an env seeded env_seed(seed, 0, j) (the same starts every time;
-    iteration 0 is never a training stream), at step 0, every eval_interval env steps and at the end.
-    --capture-video renders its first episode offscreen (MUJOCO_GL=egl, else osmesa) without shadows, reflections
-    and skybox (about 10x faster in software GL).
-11. Start-up notices a user cannot act on are dropped: gymnasium-robotics' Adroit-hand notice and MuJoCo's
-    deprecation of 'settotalmass', which gymnasium's own robot models use. Other MuJoCo warnings still print.
+10. Evaluation: mean actions, episode j on an env seeded env_seed(seed, 0, j) (the same starts every time), at step
+    0, every eval_interval env steps and at the end. --capture-video renders the first episode offscreen (egl,
+    else osmesa) without shadows, reflections and skybox (10x faster in software GL).
+11. Silenced at start-up: gymnasium-robotics' Adroit-hand notice and MuJoCo's deprecation of 'settotalmass' (in
+    gymnasium's own robot models). Other MuJoCo warnings still print.
 """
 
 import datetime
@@ -89,8 +80,9 @@ class Args:
     capture_video: bool = False  # record the first episode of every evaluation as an mp4 in the run folder's videos/
     runs_dir: str = "runs"  # folder that holds the run folders
 
-    scenario: str = "HalfCheetah"
-    """MuJoCo robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer"""
+    scenario: str = (
+        "HalfCheetah"  # MuJoCo robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer
+    )
     agent_conf: str = "6x1"  # partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1
     agent_obsk: int = 1  # each agent observes the joints up to this graph distance from its own
     total_timesteps: int = 10_000_000  # total env steps of the experiment
@@ -121,24 +113,20 @@ class Args:
 
 # Per-task presets (official A2PO MA-MuJoCo settings), applied only to flags not given on the command line.
 TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
-BUILTIN_CONFS = {
-    "Ant": ["2x4", "4x2"],
-    "HalfCheetah": ["2x3", "6x1"],
-    "Walker2d": ["2x3"],
+TASKS = {  # the valid partitions of each robot (sorted)
+    "Ant": ["2x4", "4x2", "8x1"],
+    "HalfCheetah": ["2x3", "3x2", "6x1"],
+    "Walker2d": ["2x3", "3x2", "6x1"],
     "Hopper": ["3x1"],
-    "Humanoid": ["9|8"],
-    "HumanoidStandup": ["9|8"],
+    "Humanoid": ["17x1", "9|8"],
+    "HumanoidStandup": ["17x1", "9|8"],
     "Swimmer": ["2x1"],
 }
-# Partitions gymnasium-robotics does not ship: joint labels per agent ("per_joint": one agent per joint).
+# Partitions gymnasium-robotics does not ship: each agent's joint labels ("per_joint": one agent per joint).
 CUSTOM_PARTITIONS = {
     ("Ant", "8x1"): "per_joint",
-    ("HalfCheetah", "3x2"): [("bfoot", "bshin"), ("bthigh", "ffoot"), ("fshin", "fthigh")],
-    ("Walker2d", "3x2"): [
-        ("foot_joint", "leg_joint"),
-        ("thigh_joint", "foot_left_joint"),
-        ("leg_left_joint", "thigh_left_joint"),
-    ],
+    ("HalfCheetah", "3x2"): ["bfoot bshin", "bthigh ffoot", "fshin fthigh"],
+    ("Walker2d", "3x2"): ["foot_joint leg_joint", "thigh_joint foot_left_joint", "leg_left_joint thigh_left_joint"],
     ("Walker2d", "6x1"): "per_joint",
     ("Humanoid", "17x1"): "per_joint",
     ("HumanoidStandup", "17x1"): "per_joint",
@@ -154,20 +142,14 @@ def apply_presets(args, argv):
     return args
 
 
-def valid_confs(scenario):
-    return BUILTIN_CONFS.get(scenario, []) + [c for s, c in CUSTOM_PARTITIONS if s == scenario]
-
-
 def check_task(scenario, agent_conf):
     """Clean error (SystemExit) for an unknown scenario or an impossible partition."""
-    tasks = "; ".join(f"{s} {'/'.join(sorted(valid_confs(s)))}" for s in BUILTIN_CONFS)
-    if scenario not in BUILTIN_CONFS:
+    if scenario not in TASKS:
+        tasks = "; ".join(f"{s} {'/'.join(confs)}" for s, confs in TASKS.items())
         raise SystemExit(f"error: unknown MA-MuJoCo scenario '{scenario}'. Valid tasks: {tasks}.")
-    if agent_conf not in valid_confs(scenario):
-        raise SystemExit(
-            f"error: {scenario} has no partition '{agent_conf}'. "
-            f"Valid partitions of {scenario}: {', '.join(sorted(valid_confs(scenario)))}."
-        )
+    if agent_conf not in TASKS[scenario]:
+        valid = ", ".join(TASKS[scenario])
+        raise SystemExit(f"error: {scenario} has no partition '{agent_conf}'. Valid partitions of {scenario}: {valid}.")
 
 
 def make_env(scenario, agent_conf, agent_obsk, **kwargs):
@@ -176,8 +158,8 @@ def make_env(scenario, agent_conf, agent_obsk, **kwargs):
         parts, edges, global_nodes = get_parts_and_edges(scenario, None)
         joints = {node.label: node for node in parts[0]}
         groups = CUSTOM_PARTITIONS[(scenario, agent_conf)]
-        groups = [(label,) for label in joints] if groups == "per_joint" else groups
-        partition = [tuple(joints[label] for label in group) for group in groups]
+        groups = list(joints) if groups == "per_joint" else groups
+        partition = [tuple(joints[label] for label in group.split()) for group in groups]
         kwargs["agent_factorization"] = {"partition": partition, "edges": edges, "globals": global_nodes}
     return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
 
@@ -187,8 +169,7 @@ def flat_obs(env, obs):
 
 
 def env_seed(seed, iteration, index):
-    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): distinct triples give
-    unrelated streams, so runs with consecutive --seed or a resumed run never replay each other's envs."""
+    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): unrelated streams."""
     return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0])
 
 
@@ -289,15 +270,10 @@ def layer_init(layer, gain):
 
 def mlp_body(in_dim, hidden_dim):
     """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks."""
-    return nn.Sequential(
-        nn.LayerNorm(in_dim),
-        layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)),
-        nn.ReLU(),
-        nn.LayerNorm(hidden_dim),
-        layer_init(nn.Linear(hidden_dim, hidden_dim), np.sqrt(2)),
-        nn.ReLU(),
-        nn.LayerNorm(hidden_dim),
-    )
+    layers = [nn.LayerNorm(in_dim)]
+    for dim in (in_dim, hidden_dim):
+        layers += [layer_init(nn.Linear(dim, hidden_dim), np.sqrt(2)), nn.ReLU(), nn.LayerNorm(hidden_dim)]
+    return nn.Sequential(*layers)
 
 
 class Actor(nn.Module):
@@ -314,12 +290,10 @@ class Actor(nn.Module):
 
 
 class RolloutActors:
-    """Speed only: the mean actions of all actors in one batched forward (bmm) per rollout or evaluation step.
+    """The mean actions of all actors in one batched forward (bmm): n small MLPs one by one cost more than the envs.
 
-    Called one by one, n small MLPs cost more than the envs. Inputs and heads are zero-padded to the largest agent;
-    the input LayerNorm divides by each agent's own width and zero weights keep the padding out, so the means
-    equal the actors' up to rounding (tests/test_a2po_mamujoco.py checks it). Build it after each update.
-    """
+    Inputs and layers are zero-padded to the largest agent; the input LayerNorm divides by each agent's own width and
+    zero weights keep the padding out, so the means equal the actors' up to rounding. Build it after each update."""
 
     def __init__(self, actors, obs_slices, act_slices):
         widths, act_dims = [s.stop - s.start for s in obs_slices], [s.stop - s.start for s in act_slices]
@@ -378,11 +352,8 @@ def critic_input(states, agent, num_agents):
 
 
 def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma):
-    """Per-agent rewards (T, E, n) and continues (T, E) with time-limit truncations bootstrapped.
-
-    At a truncation (not a termination) r_t += gamma * V_i(final state); continues_t = 0 at every episode end,
-    so compute_gae / compute_preopc bootstrap from the final state and cut the trace there.
-    """
+    """Per-agent rewards (T, E, n) and continues (T, E): at a truncation (not a termination) r_t += gamma *
+    V_i(final state); continues_t = 0 at every episode end, so GAE and PreOPC cut the trace there."""
     rewards = rewards.unsqueeze(-1) + gamma * truncations.unsqueeze(-1).float() * final_values
     continues = 1.0 - (terminations | truncations).float()
     return rewards, continues
@@ -398,8 +369,7 @@ def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=Non
         while not done:
             if frames is not None and episode == 0:
                 frames.append(env.render())
-            with torch.no_grad():
-                mean = policy(torch.from_numpy(obs_rms.normalize(flat_obs(env, obs)[None])).to(device))[0].cpu().numpy()
+            mean = policy(torch.from_numpy(obs_rms.normalize(flat_obs(env, obs)[None])).to(device))[0].cpu().numpy()
             obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(np.clip(mean, low, high), splits))))
             total += rewards[agents[0]]
             done = terms[agents[0]] or truncs[agents[0]]
@@ -423,10 +393,7 @@ def pick_gl_backend():
         env = dict(os.environ, MUJOCO_GL=backend)
         if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
             return backend
-    raise SystemExit(
-        "error: --capture-video found no offscreen OpenGL (tried MUJOCO_GL=egl and osmesa). "
-        "Install one: apt-get install -y libegl1 libegl-mesa0 (or libosmesa6)."
-    )
+    raise SystemExit("error: --capture-video needs offscreen GL: apt-get install libegl1 libegl-mesa0 (or libosmesa6)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,51 +508,33 @@ if __name__ == "__main__":
     check_task(args.scenario, args.agent_conf)
     args.batch_size = args.num_envs * args.num_steps
     args.num_iterations = args.total_timesteps // args.batch_size
+    B, M = args.batch_size, args.num_minibatches
     for failed, message in (
-        (
-            args.num_minibatches < 1 or args.batch_size % args.num_minibatches,
-            f"batch_size {args.batch_size} (num_envs * num_steps) is not divisible by num_minibatches "
-            f"{args.num_minibatches}. Pick num_minibatches dividing it.",
-        ),
-        (
-            args.num_iterations < 1,
-            f"total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
-            "Raise --total-timesteps or lower --num-envs/--num-steps.",
-        ),
+        (M < 1 or B % M, f"batch_size {B} (num_envs * num_steps) is not divisible by num_minibatches {M}."),
+        (args.num_iterations < 1, f"total_timesteps {args.total_timesteps} < batch_size {B} (num_envs * num_steps)."),
         (args.agent_obsk < 0, "--agent-obsk must be >= 0."),
-        (
-            not 0 <= args.clip_c <= 1,
-            f"--clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-            "must grow from eps*c to eps along the order.",
-        ),
+        (not 0 <= args.clip_c <= 1, f"--clip-c {args.clip_c} is outside [0, 1]: C(eps, k) grows from eps*c to eps."),
     ):
         if failed:
             raise SystemExit(f"error: {message}")
-    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.minibatch_size = B // M
     if args.capture_video:
         try:
             import imageio.v2 as imageio
             import imageio_ffmpeg  # noqa: F401  (the mp4 writer imageio needs)
         except ImportError:
-            raise SystemExit(
-                "error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg"
-            ) from None
+            raise SystemExit("error: --capture-video needs: pip install imageio imageio-ffmpeg") from None
         os.environ["MUJOCO_GL"] = pick_gl_backend()
     task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SystemExit(
-            f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run."
-        ) from None
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt.") from None
     if checkpoint is not None:
-        saved = checkpoint["args"]
-        if (saved["scenario"], saved["agent_conf"]) != (args.scenario, args.agent_conf):
-            raise SystemExit(
-                f"error: the checkpoint is for {saved['scenario']} {saved['agent_conf']}. "
-                "Pass the same --scenario and --agent-conf."
-            )
+        saved = checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]
+        if saved != (args.scenario, args.agent_conf):
+            raise SystemExit(f"error: the checkpoint is for {' '.join(saved)}: pass the same --scenario, --agent-conf.")
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -607,23 +556,15 @@ if __name__ == "__main__":
     act_dims = [eval_env.action_spaces[a].shape[0] for a in agents]
     obs_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + obs_dims))]
     act_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + act_dims))]
-    low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
-    high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
+    low, high = (np.concatenate([getattr(eval_env.action_spaces[a], key) for a in agents]) for key in ("low", "high"))
     state_dim = eval_env.state().shape[0]
     start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
     envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            monitor_gym=True,
-            save_code=True,
-        )
+        options = dict(sync_tensorboard=True, config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, **options)
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -692,12 +633,10 @@ if __name__ == "__main__":
             global_step += E
             obs_buf[step] = torch.from_numpy(obs_rms.normalize(next_obs_raw)).to(device)
             state_buf[step] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
-            with torch.no_grad():
-                mean = policy(obs_buf[step])
-                action_buf[step] = mean + policy.std * torch.randn_like(mean)
-            next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = envs.step(
-                np.clip(action_buf[step].cpu().numpy(), low, high)
-            )
+            mean = policy(obs_buf[step])  # no grad: RolloutActors holds detached copies
+            action_buf[step] = mean + policy.std * torch.randn_like(mean)
+            env_out = envs.step(np.clip(action_buf[step].cpu().numpy(), low, high))
+            next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = env_out
             env_results.append((reward, term, trunc))
             final_states += [(step, e, state_rms.normalize(f)) for e, f in enumerate(finals) if f is not None]
             obs_rms.update(next_obs_raw)
@@ -719,82 +658,71 @@ if __name__ == "__main__":
             if final_states:
                 idx_t, idx_e, finals = zip(*final_states)
                 finals = torch.from_numpy(np.stack(finals)).to(device)
-                final_values[idx_t, idx_e] = torch.stack(
-                    [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1
-                )
+                final_v = [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)]
+                final_values[idx_t, idx_e] = torch.stack(final_v, -1)
             reward_buf, term_buf, trunc_buf = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*env_results))
             rewards, continues = bootstrap_truncation(reward_buf, term_buf, trunc_buf, final_values, args.gamma)
             continues = continues.unsqueeze(-1)  # rewards are per agent, so continues broadcast over agents
-            gae = compute_gae(rewards, values_bar[:T], values_bar[T], continues, args.gamma, args.gae_lambda)
+            values, boot = values_bar[:T], values_bar[T]
+            gae = compute_gae(rewards, values, boot, continues, args.gamma, args.gae_lambda)
         sampling_time = time.time() - iter_start
 
         # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
-        remaining, order, stats = list(range(n)), [], {}
+        remaining, order, stats = list(range(n)), [], []  # stats: one dict of tensors per turn
         b_states = state_buf[:T].reshape(B, -1)
         for k in range(n):
-            with torch.no_grad():
-                preopc, preopc_norm = turn_advantages(
-                    rewards, values_bar[:T], values_bar[T], continues, log_rho, args.gamma, args.gae_lambda
-                )
-                rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
-            agent = semi_greedy_pick(k, preopc.abs().mean((0, 1)), remaining, order_gen)
+            adv, adv_norm = turn_advantages(rewards, values, boot, continues, log_rho, args.gamma, args.gae_lambda)
+            rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
+            agent = semi_greedy_pick(k, adv.abs().mean((0, 1)), remaining, order_gen)
             order.append(agent)
             remaining.remove(agent)
             eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps, global_step)
             actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
-            values_i = values_bar[:T, :, agent].reshape(B)
-            returns = preopc[..., agent].reshape(B) + values_i
-            adv_norm = preopc_norm[..., agent].reshape(B)
+            values_i, adv_i = values[..., agent].reshape(B), adv_norm[..., agent].reshape(B)
+            returns = adv[..., agent].reshape(B) + values_i
             obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
-            old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
+            old_logprob, old_v = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
             crit_in = critic_input(b_states, agent, n)
             g = rho.clamp(1 - eps / 2, 1 + eps / 2)  # g_i = clip(prod_{j in e} r_j, 1 +- eps_i/2)
             for _ in range(args.update_epochs):
                 perm = torch.randperm(B, device=device)
-                for stage in ("critic", "actor_critic"):  # two-stage: critic-only pass, then actor + critic
-                    for start in range(0, B, args.minibatch_size):
-                        mb = perm[start : start + args.minibatch_size]
-                        if stage == "actor_critic":
-                            dist = actor.dist(obs_i[mb])
-                            logratio = dist.log_prob(act_i[mb]).sum(-1) - old_logprob[mb]
-                            ratio = logratio.exp()
-                            l_i = ratio * g[mb]
-                            surrogate = torch.min(l_i * adv_norm[mb], l_i.clamp(1 - eps, 1 + eps) * adv_norm[mb])
-                            entropy = dist.entropy().sum(-1).mean()
-                            pg_loss = -surrogate.mean()
-                            actor_optims[agent].zero_grad()
-                            (pg_loss - args.ent_coef * entropy).backward()
-                            nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                            actor_optims[agent].step()
-                        value_norm.update(returns[mb])
-                        returns_norm = value_norm.normalize(returns[mb])
-                        v_loss = value_loss_fn(
-                            critic(crit_in[mb]), old_values[mb], returns_norm, args.clip_coef, args.huber_delta
-                        )
-                        critic_optims[agent].zero_grad()
-                        v_loss.backward()
-                        nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                        critic_optims[agent].step()
+                # two-stage: a critic-only pass over the minibatches, then an actor + critic pass
+                for train_actor, mb in itertools.product((False, True), perm.split(args.minibatch_size)):
+                    if train_actor:
+                        dist = actor.dist(obs_i[mb])
+                        logratio = dist.log_prob(act_i[mb]).sum(-1) - old_logprob[mb]
+                        ratio = logratio.exp()
+                        l_i = ratio * g[mb]
+                        pg_loss = -torch.min(l_i * adv_i[mb], l_i.clamp(1 - eps, 1 + eps) * adv_i[mb]).mean()
+                        entropy = dist.entropy().sum(-1).mean()
+                        actor_optims[agent].zero_grad()
+                        (pg_loss - args.ent_coef * entropy).backward()
+                        nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                        actor_optims[agent].step()
+                    value_norm.update(returns[mb])
+                    target = value_norm.normalize(returns[mb])
+                    v_loss = value_loss_fn(critic(crit_in[mb]), old_v[mb], target, args.clip_coef, args.huber_delta)
+                    critic_optims[agent].zero_grad()
+                    v_loss.backward()
+                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                    critic_optims[agent].step()
+            var = returns.var()
+            explained_var = 1 - (returns - values_i).var() / var if var > 0 else torch.tensor(float("nan"))
+            turn_stats = {
+                "losses/policy_loss": pg_loss,
+                "losses/value_loss": v_loss,
+                "losses/entropy": entropy,
+                "losses/approx_kl": ((ratio - 1) - logratio).mean(),
+                "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
+                "losses/explained_variance": explained_var,
+                "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
+                "a2po/preopc_gap": (adv[..., agent] - gae[..., agent]).abs().mean(),
+            }
+            stats.append(turn_stats)
             with torch.no_grad():
-                returns_var = returns.var()
-                explained_var = (
-                    1 - (returns - values_i).var() / returns_var if returns_var > 0 else torch.tensor(float("nan"))
-                )
-                turn_stats = {
-                    "losses/policy_loss": pg_loss,
-                    "losses/value_loss": v_loss,
-                    "losses/entropy": entropy,
-                    "losses/approx_kl": ((ratio - 1) - logratio).mean(),
-                    "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
-                    "losses/explained_variance": explained_var,
-                    "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
-                    "a2po/preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean(),
-                }
-                for tag, value in turn_stats.items():
-                    stats.setdefault(tag, []).append(value.item())
                 log_rho = log_rho + (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).reshape(T, E)
         updating_time = time.time() - update_start
 
@@ -803,7 +731,7 @@ if __name__ == "__main__":
         totals["updating_s"] += updating_time
         totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
         sps = int((global_step - start_step) / (time.time() - start_time))
-        scalars = {tag: float(np.mean(values)) for tag, values in stats.items()}
+        scalars = {tag: float(np.mean([turn[tag].item() for turn in stats])) for tag in stats[0]}
         scalars.update({"a2po/order_first": order[0], "charts/learning_rate": actor_optims[0].param_groups[0]["lr"]})
         scalars.update({"charts/SPS": sps, "time/sampling_s": sampling_time, "time/updating_s": updating_time})
         for tag, value in scalars.items():
@@ -819,8 +747,7 @@ if __name__ == "__main__":
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * B / max(sps, 1)))
         print(
             f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} "
-            f"eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
-            f"elapsed {elapsed} ETA {eta}",
+            f"eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}",
             flush=True,
         )
 
