@@ -9,29 +9,25 @@ Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
 Implementation details (README.md, "A2PO on MA-MuJoCo"):
 1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots. Partitions it does not ship
-   are built from get_parts_and_edges: Nx1 is one agent per joint, 3x2 takes the A2PO code base's groupings.
-2. One env per subprocess worker; a finished episode resets in the worker, which sends the state from before the
-   reset. Env seeds hash (seed, first iteration of the process, env index), so no two runs or resumes share an env
-   stream. An idle worker exits once its parent is gone.
+   come from get_parts_and_edges: Nx1 is one agent per joint, 3x2 takes the A2PO code base's groupings.
+2. One env per subprocess worker, which resets a finished episode itself and sends the state from before the reset.
+   Env seeds hash (seed, first iteration of the process, env index): runs and resumes never share an env stream.
 3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
-4. Actor input: the agent's obs_k-local observation; critic i's: the global state + one-hot i. Both are normalised
-   by running statistics (clipped to +-obs_norm_clip), updated in rollouts only, saved in the checkpoint.
-5. A time-limit truncation adds gamma * V_i(final state) to agent i's reward and cuts the trace; a fall is terminal.
-6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors, for speed. Log-probs and values
-   are computed after the rollout in one batch; each critic trains only in its own turn, so the remaining agents'
-   stored values are their current critics' when PreOPC is recomputed.
-7. Turn k: log rho = the sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow);
-   PreOPC for every agent; the semi-greedy pick by mean |A_i| (even k greedy, odd k uniform); eps_i = C(eps, k+1);
-   update_epochs epochs of a critic-only pass, then an actor + critic pass. Advantages are normalised jointly over
-   (t, env, agent) as in the A2PO code base; critic i regresses on A + V in its own ValueNorm space.
-8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
+4. Actor i sees its obs_k-local observation, critic i the global state + one-hot i, both normalised by running
+   statistics that rollouts update and the checkpoint saves. A time-limit truncation adds gamma * V_i(final state)
+   to agent i's reward and cuts the trace; a fall is terminal.
+5. RolloutActors, a batched copy of the actors, acts in rollouts and evaluations (speed). Log-probs and values are
+   computed after the rollout in one batch; a critic trains only in its own turn, so PreOPC sees the remaining
+   agents' current values.
+6. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
+   normalised jointly over (t, env, agent) as in the A2PO code base; the picked agent trains update_epochs epochs
+   of a critic-only pass, then an actor + critic pass.
+7. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
    talk), not eps/2. Its MA-MuJoCo settings are the defaults (4000 steps per update as 8 envs x 500 steps).
-9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
-10. Evaluation: mean actions, episode j on an env seeded env_seed(seed, 0, j) (the same starts every time), at step
-    0, every eval_interval env steps and at the end. --capture-video renders the first episode offscreen (egl,
-    else osmesa) without shadows, reflections and skybox (10x faster in software GL).
-11. Silenced at start-up: gymnasium-robotics' Adroit-hand notice and MuJoCo's deprecation of 'settotalmass' (in
-    gymnasium's own robot models). Other MuJoCo warnings still print.
+8. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
+9. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end.
+   --capture-video renders the first episode offscreen without shadows, reflections and skybox (10x faster).
+10. Silenced at start-up: gymnasium-robotics' Adroit-hand notice and MuJoCo's 'settotalmass' deprecation.
 """
 
 import datetime
@@ -175,7 +171,6 @@ def env_seed(seed, iteration, index):
 
 def env_worker(remote, env_kwargs, seed):
     """Holds one env; a finished episode resets here, sending the global state from before the reset."""
-    torch.set_num_threads(1)
     env, parent = make_env(**env_kwargs), os.getppid()
     agents = env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
@@ -362,6 +357,10 @@ def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma
 def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=None):
     """Mean-action episodes on a separately seeded env; frames (a list) collects the first episode's renders."""
     returns, agents = [], env.possible_agents
+    if frames is not None:  # offscreen renders without shadows, reflections and skybox
+        viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+        for flag in ("SHADOW", "REFLECTION", "SKYBOX"):
+            viewer.scn.flags[getattr(mujoco.mjtRndFlag, f"mjRND_{flag}")] = 0
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     for episode in range(episodes):
         obs, _ = env.reset(seed=env_seed(seed, 0, episode))
@@ -375,13 +374,6 @@ def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=Non
             done = terms[agents[0]] or truncs[agents[0]]
         returns.append(total)
     return float(np.mean(returns))
-
-
-def fast_offscreen_renderer(env):
-    """Offscreen renders without shadows, reflections and skybox."""
-    viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
-    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
-        viewer.scn.flags[flag] = 0
 
 
 def pick_gl_backend():
@@ -603,9 +595,6 @@ if __name__ == "__main__":
 
     def run_evaluation():
         frames = [] if args.capture_video else None
-        if frames is not None:
-            eval_env.reset(seed=env_seed(args.seed, 0, 0))
-            fast_offscreen_renderer(eval_env)
         policy = RolloutActors(actors, obs_slices, act_slices)
         result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed, device, frames)
         writer.add_scalar("eval/episodic_return", result, global_step)
