@@ -8,26 +8,24 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
 Implementation details (README.md, "A2PO on MA-MuJoCo"):
-1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots. Partitions it does not ship
-   come from get_parts_and_edges: Nx1 is one agent per joint, 3x2 takes the A2PO code base's groupings.
+1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots; partitions it does not ship
+   come from get_parts_and_edges (Nx1: one agent per joint; 3x2: the A2PO code base's groupings).
 2. One env per subprocess worker, which resets a finished episode itself and sends the state from before the reset.
    Env seeds hash (seed, first iteration of the process, env index): runs and resumes never share an env stream.
 3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
 4. Actor i sees its obs_k-local observation, critic i the global state + one-hot i, both normalised by running
-   statistics that rollouts update and the checkpoint saves. A time-limit truncation adds gamma * V_i(final state)
-   to agent i's reward and cuts the trace; a fall is terminal.
-5. RolloutActors, a batched copy of the actors, acts in rollouts and evaluations (speed). Log-probs and values are
-   computed after the rollout in one batch; a critic trains only in its own turn, so PreOPC sees the remaining
-   agents' current values.
-6. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
-   normalised jointly over (t, env, agent) as in the A2PO code base; the picked agent trains update_epochs epochs
-   of a critic-only pass, then an actor + critic pass.
-7. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
+   statistics that rollouts update and checkpoints save.
+5. A time-limit truncation adds gamma * V_i(final state) to agent i's reward and cuts the trace; a fall is terminal.
+6. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
+7. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
+   normalised over (t, env, agent) as in the A2PO code base; the picked agent runs update_epochs epochs of a
+   critic-only pass, then an actor + critic pass. A critic trains only in its turn, so PreOPC sees current values.
+8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
    talk), not eps/2. Its MA-MuJoCo settings are the defaults (4000 steps per update as 8 envs x 500 steps).
-8. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
-9. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end.
-   --capture-video renders the first episode offscreen without shadows, reflections and skybox (10x faster).
-10. Silenced at start-up: gymnasium-robotics' Adroit-hand notice and MuJoCo's 'settotalmass' deprecation.
+9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
+10. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
+    --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
+11. Silenced at start-up: gymnasium-robotics' Adroit-hand notice and MuJoCo's 'settotalmass' deprecation.
 """
 
 import datetime
@@ -76,9 +74,7 @@ class Args:
     capture_video: bool = False  # record the first episode of every evaluation as an mp4 in the run folder's videos/
     runs_dir: str = "runs"  # folder that holds the run folders
 
-    scenario: str = (
-        "HalfCheetah"  # MuJoCo robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer
-    )
+    scenario: str = "HalfCheetah"  # robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer
     agent_conf: str = "6x1"  # partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1
     agent_obsk: int = 1  # each agent observes the joints up to this graph distance from its own
     total_timesteps: int = 10_000_000  # total env steps of the experiment
@@ -177,10 +173,9 @@ def env_worker(remote, env_kwargs, seed):
     obs, _ = env.reset(seed=seed)
     ep_return, ep_length = 0.0, 0
     while True:
-        if not remote.poll(1.0):
+        while not remote.poll(1.0):
             if os.getppid() != parent:  # the trainer was killed; forked siblings keep the pipe open, so no EOF
                 return
-            continue
         cmd, data = remote.recv()
         if cmd == "step":
             obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(data, splits))))
@@ -208,11 +203,10 @@ class SubprocVecEnv:
         self.remotes, self.processes = [], []
         for seed in seeds:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed), daemon=True)
-            proc.start()
-            child.close()
             self.remotes.append(parent)
-            self.processes.append(proc)
+            self.processes.append(ctx.Process(target=env_worker, args=(child, env_kwargs, seed), daemon=True))
+            self.processes[-1].start()
+            child.close()
 
     def reset(self):
         for remote in self.remotes:
@@ -306,27 +300,23 @@ class RolloutActors:
                 out[i][tuple(slice(0, size) for size in t.shape)] = t
             return (out.unsqueeze(1) if out.dim() == 2 else out).detach()  # vectors as (n, 1, dim): broadcast over E
 
-        ln0, lin1, _, ln1, lin2, _, ln2, head = zip(*[[*actor.mean[0], actor.mean[1]] for actor in actors])
-        self.w0, self.b0 = stack([m.weight for m in ln0]), stack([m.bias for m in ln0])
-        self.w1, self.b1 = stack([m.weight.T for m in lin1]), stack([m.bias for m in lin1])
-        self.g1, self.c1 = stack([m.weight for m in ln1]), stack([m.bias for m in ln1])
-        self.w2, self.b2 = stack([m.weight.T for m in lin2]), stack([m.bias for m in lin2])
-        self.g2, self.c2 = stack([m.weight for m in ln2]), stack([m.bias for m in ln2])
-        self.w3, self.b3 = stack([m.weight.T for m in head]), stack([m.bias for m in head])
-        self.eps = ln0[0].eps
+        # [weight, bias] of each LayerNorm and Linear of the actors' MLP, in order; Linear weights as (n, in, out)
+        modules = [ms for ms in zip(*[[*a.mean[0], a.mean[1]] for a in actors]) if not isinstance(ms[0], nn.ReLU)]
+        self.layers = [[stack([m.weight.t() for m in ms]), stack([m.bias for m in ms])] for ms in modules]
+        self.eps = modules[0][0].eps
 
     def __call__(self, obs):
         """obs (E, sum d_i), normalised -> mean actions (E, sum a_i) in the flat action layout."""
+        (w0, b0), *hidden, (w3, b3) = self.layers
         E = obs.shape[0]
         x = torch.cat([obs, obs.new_zeros(E, 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d)
         mean = x.sum(-1, keepdim=True) / self.width  # the input LayerNorm over each agent's own width
         var = (((x - mean) * self.mask) ** 2).sum(-1, keepdim=True) / self.width
-        x = (x - mean) / (var + self.eps).sqrt() * self.w0 + self.b0
-        h = torch.relu(torch.baddbmm(self.b1, x, self.w1))
-        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * self.g1 + self.c1
-        h = torch.relu(torch.baddbmm(self.b2, h, self.w2))
-        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * self.g2 + self.c2
-        return torch.baddbmm(self.b3, h, self.w3).transpose(0, 1).reshape(E, -1)[:, self.act_index]
+        x = (x - mean) / (var + self.eps).sqrt() * w0 + b0
+        for (w, b), (g, c) in zip(hidden[0::2], hidden[1::2]):  # Linear -> ReLU -> LayerNorm
+            x = torch.relu(torch.baddbmm(b, x, w))
+            x = nn.functional.layer_norm(x, x.shape[-1:], eps=self.eps) * g + c
+        return torch.baddbmm(b3, x, w3).transpose(0, 1).reshape(E, -1)[:, self.act_index]
 
 
 class Critic(nn.Module):
@@ -352,28 +342,6 @@ def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma
     rewards = rewards.unsqueeze(-1) + gamma * truncations.unsqueeze(-1).float() * final_values
     continues = 1.0 - (terminations | truncations).float()
     return rewards, continues
-
-
-def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=None):
-    """Mean-action episodes on a separately seeded env; frames (a list) collects the first episode's renders."""
-    returns, agents = [], env.possible_agents
-    if frames is not None:  # offscreen renders without shadows, reflections and skybox
-        viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
-        for flag in ("SHADOW", "REFLECTION", "SKYBOX"):
-            viewer.scn.flags[getattr(mujoco.mjtRndFlag, f"mjRND_{flag}")] = 0
-    splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=env_seed(seed, 0, episode))
-        done, total = False, 0.0
-        while not done:
-            if frames is not None and episode == 0:
-                frames.append(env.render())
-            mean = policy(torch.from_numpy(obs_rms.normalize(flat_obs(env, obs)[None])).to(device))[0].cpu().numpy()
-            obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(np.clip(mean, low, high), splits))))
-            total += rewards[agents[0]]
-            done = terms[agents[0]] or truncs[agents[0]]
-        returns.append(total)
-    return float(np.mean(returns))
 
 
 def pick_gl_backend():
@@ -552,6 +520,10 @@ if __name__ == "__main__":
     state_dim = eval_env.state().shape[0]
     start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
     envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
+    if args.capture_video:  # offscreen renders without shadows, reflections and skybox
+        viewer = eval_env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+        for flag in ("SHADOW", "REFLECTION", "SKYBOX"):
+            viewer.scn.flags[getattr(mujoco.mjtRndFlag, f"mjRND_{flag}")] = 0
     if args.track:
         import wandb
 
@@ -594,15 +566,26 @@ if __name__ == "__main__":
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
     def run_evaluation():
-        frames = [] if args.capture_video else None
-        policy = RolloutActors(actors, obs_slices, act_slices)
-        result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed, device, frames)
-        writer.add_scalar("eval/episodic_return", result, global_step)
+        """Mean actions, episode j on an env seeded env_seed(seed, 0, j); --capture-video films the first one."""
+        policy, returns, frames = RolloutActors(actors, obs_slices, act_slices), [], []
+        for episode in range(args.eval_episodes):
+            obs, _ = eval_env.reset(seed=env_seed(args.seed, 0, episode))
+            done, total = False, 0.0
+            while not done:
+                if args.capture_video and episode == 0:
+                    frames.append(eval_env.render())
+                x = torch.from_numpy(obs_rms.normalize(flat_obs(eval_env, obs)[None])).to(device)
+                action = np.clip(policy(x)[0].cpu().numpy(), low, high)
+                obs, rewards, terms, truncs, _ = eval_env.step({a: action[s] for a, s in zip(agents, act_slices)})
+                total += rewards[agents[0]]
+                done = terms[agents[0]] or truncs[agents[0]]
+            returns.append(total)
+        writer.add_scalar("eval/episodic_return", float(np.mean(returns)), global_step)
         if frames:
             os.makedirs(f"{run_dir}/videos", exist_ok=True)
             fps = eval_env.single_agent_env.metadata.get("render_fps", 30)
             imageio.mimsave(f"{run_dir}/videos/eval_{global_step}.mp4", frames, fps=fps, macro_block_size=1)
-        return result
+        return float(np.mean(returns))
 
     last_eval = run_evaluation() if checkpoint is None else float("nan")
     next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
@@ -659,14 +642,12 @@ if __name__ == "__main__":
         # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
-        remaining, order, stats = list(range(n)), [], []  # stats: one dict of tensors per turn
-        b_states = state_buf[:T].reshape(B, -1)
+        order, stats = [], []  # stats: one dict of tensors per turn
         for k in range(n):
             adv, adv_norm = turn_advantages(rewards, values, boot, continues, log_rho, args.gamma, args.gae_lambda)
             rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
-            agent = semi_greedy_pick(k, adv.abs().mean((0, 1)), remaining, order_gen)
+            agent = semi_greedy_pick(k, adv.abs().mean((0, 1)), [i for i in range(n) if i not in order], order_gen)
             order.append(agent)
-            remaining.remove(agent)
             eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps, global_step)
             actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
@@ -674,7 +655,7 @@ if __name__ == "__main__":
             returns = adv[..., agent].reshape(B) + values_i
             obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
             old_logprob, old_v = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
-            crit_in = critic_input(b_states, agent, n)
+            crit_in = critic_input(state_buf[:T].reshape(B, -1), agent, n)
             g = rho.clamp(1 - eps / 2, 1 + eps / 2)  # g_i = clip(prod_{j in e} r_j, 1 +- eps_i/2)
             for _ in range(args.update_epochs):
                 perm = torch.randperm(B, device=device)
@@ -683,8 +664,7 @@ if __name__ == "__main__":
                     if train_actor:
                         dist = actor.dist(obs_i[mb])
                         logratio = dist.log_prob(act_i[mb]).sum(-1) - old_logprob[mb]
-                        ratio = logratio.exp()
-                        l_i = ratio * g[mb]
+                        l_i = logratio.exp() * g[mb]  # r_i * g_i
                         pg_loss = -torch.min(l_i * adv_i[mb], l_i.clamp(1 - eps, 1 + eps) * adv_i[mb]).mean()
                         entropy = dist.entropy().sum(-1).mean()
                         actor_optims[agent].zero_grad()
@@ -704,7 +684,7 @@ if __name__ == "__main__":
                 "losses/policy_loss": pg_loss,
                 "losses/value_loss": v_loss,
                 "losses/entropy": entropy,
-                "losses/approx_kl": ((ratio - 1) - logratio).mean(),
+                "losses/approx_kl": (logratio.exp() - 1 - logratio).mean(),
                 "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
                 "losses/explained_variance": explained_var,
                 "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
@@ -741,10 +721,9 @@ if __name__ == "__main__":
         )
 
     totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
-    final_eval = {"episodic_return": last_eval}
-    summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals, final_eval=final_eval)
+    summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals)
     with open(f"{run_dir}/summary.json", "w") as f:
-        json.dump({**summary, "args": vars(args)}, f, indent=2)
+        json.dump({**summary, "final_eval": {"episodic_return": last_eval}, "args": vars(args)}, f, indent=2)
     envs.close()
     eval_env.close()
     writer.close()
