@@ -15,17 +15,14 @@ Implementation details (README.md, "A2PO on MA-MuJoCo"):
 3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
 4. Actor i sees its obs_k-local observation, critic i the global state + one-hot i, both normalised by running
    statistics that rollouts update and checkpoints save.
-5. A time-limit truncation adds gamma * V_i(final state) to agent i's reward and cuts the trace; a fall is terminal.
-6. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
-7. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
+5. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
+6. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
    normalised over (t, env, agent) as in the A2PO code base; the picked agent runs update_epochs epochs of a
    critic-only pass, then an actor + critic pass. A critic trains only in its turn, so PreOPC sees current values.
-8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
+7. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
    talk), not eps/2. Its MA-MuJoCo settings are the defaults (4000 steps per update as 8 envs x 500 steps).
-9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
-10. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
-    --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
-11. Silenced at start-up: gymnasium-robotics' Adroit-hand notice and MuJoCo's 'settotalmass' deprecation.
+8. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
+   --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
 """
 
 import datetime
@@ -97,14 +94,12 @@ class Args:
     eval_episodes: int = 5  # episodes per evaluation (deterministic mean actions)
     save_model: bool = False  # save checkpoint.pt in the run folder at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to resume from
-
     batch_size: int = 0  # the batch size (computed in runtime)
     minibatch_size: int = 0  # the mini-batch size (computed in runtime)
     num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
-# Per-task presets (official A2PO MA-MuJoCo settings), applied only to flags not given on the command line.
-TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
+TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}  # A2PO code base
 TASKS = {  # the valid partitions of each robot (sorted)
     "Ant": ["2x4", "4x2", "8x1"],
     "HalfCheetah": ["2x3", "3x2", "6x1"],
@@ -114,14 +109,14 @@ TASKS = {  # the valid partitions of each robot (sorted)
     "HumanoidStandup": ["17x1", "9|8"],
     "Swimmer": ["2x1"],
 }
-# Partitions gymnasium-robotics does not ship: each agent's joint labels ("per_joint": one agent per joint).
+# Partitions gymnasium-robotics does not ship: each agent's joint labels (None: one agent per joint).
 CUSTOM_PARTITIONS = {
-    ("Ant", "8x1"): "per_joint",
+    ("Ant", "8x1"): None,
     ("HalfCheetah", "3x2"): ["bfoot bshin", "bthigh ffoot", "fshin fthigh"],
     ("Walker2d", "3x2"): ["foot_joint leg_joint", "thigh_joint foot_left_joint", "leg_left_joint thigh_left_joint"],
-    ("Walker2d", "6x1"): "per_joint",
-    ("Humanoid", "17x1"): "per_joint",
-    ("HumanoidStandup", "17x1"): "per_joint",
+    ("Walker2d", "6x1"): None,
+    ("Humanoid", "17x1"): None,
+    ("HumanoidStandup", "17x1"): None,
 }
 
 
@@ -149,8 +144,7 @@ def make_env(scenario, agent_conf, agent_obsk, **kwargs):
     if (scenario, agent_conf) in CUSTOM_PARTITIONS:
         parts, edges, global_nodes = get_parts_and_edges(scenario, None)
         joints = {node.label: node for node in parts[0]}
-        groups = CUSTOM_PARTITIONS[(scenario, agent_conf)]
-        groups = list(joints) if groups == "per_joint" else groups
+        groups = CUSTOM_PARTITIONS[(scenario, agent_conf)] or list(joints)
         partition = [tuple(joints[label] for label in group.split()) for group in groups]
         kwargs["agent_factorization"] = {"partition": partition, "edges": edges, "globals": global_nodes}
     return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
@@ -191,8 +185,7 @@ def env_worker(remote, env_kwargs, seed):
         elif cmd == "reset":
             remote.send((flat_obs(env, obs), env.state().astype(np.float32)))
         elif cmd == "close":
-            remote.close()
-            break
+            return
 
 
 class SubprocVecEnv:
@@ -222,9 +215,8 @@ class SubprocVecEnv:
         return np.stack(obs), np.stack(states), rewards, np.array(terms), np.array(truncs), final_states, episodes
 
     def close(self):
-        for remote in self.remotes:
+        for remote, proc in zip(self.remotes, self.processes):
             remote.send(("close", None))
-        for proc in self.processes:
             proc.join(timeout=5)
 
 
@@ -280,7 +272,6 @@ class Actor(nn.Module):
 
 class RolloutActors:
     """The mean actions of all actors in one batched forward (bmm): n small MLPs one by one cost more than the envs.
-
     Inputs and layers are zero-padded to the largest agent; the input LayerNorm divides by each agent's own width and
     zero weights keep the padding out, so the means equal the actors' up to rounding. Build it after each update."""
 
@@ -308,15 +299,14 @@ class RolloutActors:
     def __call__(self, obs):
         """obs (E, sum d_i), normalised -> mean actions (E, sum a_i) in the flat action layout."""
         (w0, b0), *hidden, (w3, b3) = self.layers
-        E = obs.shape[0]
-        x = torch.cat([obs, obs.new_zeros(E, 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d)
+        x = torch.cat([obs, obs.new_zeros(len(obs), 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d)
         mean = x.sum(-1, keepdim=True) / self.width  # the input LayerNorm over each agent's own width
         var = (((x - mean) * self.mask) ** 2).sum(-1, keepdim=True) / self.width
         x = (x - mean) / (var + self.eps).sqrt() * w0 + b0
         for (w, b), (g, c) in zip(hidden[0::2], hidden[1::2]):  # Linear -> ReLU -> LayerNorm
             x = torch.relu(torch.baddbmm(b, x, w))
             x = nn.functional.layer_norm(x, x.shape[-1:], eps=self.eps) * g + c
-        return torch.baddbmm(b3, x, w3).transpose(0, 1).reshape(E, -1)[:, self.act_index]
+        return torch.baddbmm(b3, x, w3).transpose(0, 1).reshape(len(obs), -1)[:, self.act_index]
 
 
 class Critic(nn.Module):
@@ -331,8 +321,7 @@ class Critic(nn.Module):
 
 
 def critic_input(states, agent, num_agents):
-    onehot = torch.zeros(*states.shape[:-1], num_agents, device=states.device)
-    onehot[..., agent] = 1.0
+    onehot = torch.eye(num_agents, device=states.device)[agent].expand(*states.shape[:-1], -1)
     return torch.cat([states, onehot], -1)
 
 
@@ -345,9 +334,7 @@ def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma
 
 
 def pick_gl_backend():
-    """MUJOCO_GL if set, else the first of egl, osmesa that can render offscreen (probed in a subprocess)."""
-    if os.environ.get("MUJOCO_GL"):
-        return os.environ["MUJOCO_GL"]
+    """The first of egl, osmesa that can render offscreen (probed in a subprocess)."""
     probe = "import mujoco; r = mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8); r.render()"
     for backend in ("egl", "osmesa"):
         env = dict(os.environ, MUJOCO_GL=backend)
@@ -484,7 +471,7 @@ if __name__ == "__main__":
             import imageio_ffmpeg  # noqa: F401  (the mp4 writer imageio needs)
         except ImportError:
             raise SystemExit("error: --capture-video needs: pip install imageio imageio-ffmpeg") from None
-        os.environ["MUJOCO_GL"] = pick_gl_backend()
+        os.environ["MUJOCO_GL"] = os.environ.get("MUJOCO_GL") or pick_gl_backend()
     task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
@@ -506,7 +493,7 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # beside the env workers on 2 cores, a second thread made the updates 25x slower
     env_kwargs = dict(scenario=args.scenario, agent_conf=args.agent_conf, agent_obsk=args.agent_obsk)
     video = dict(render_mode="rgb_array", width=320, height=240) if args.capture_video else {}
     eval_env = make_env(**env_kwargs, **video)
@@ -724,6 +711,5 @@ if __name__ == "__main__":
     summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals)
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump({**summary, "final_eval": {"episodic_return": last_eval}, "args": vars(args)}, f, indent=2)
-    envs.close()
-    eval_env.close()
-    writer.close()
+    for resource in (envs, eval_env, writer):
+        resource.close()
