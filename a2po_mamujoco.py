@@ -109,7 +109,7 @@ TASKS = {  # the valid partitions of each robot (sorted)
     "HumanoidStandup": ["17x1", "9|8"],
     "Swimmer": ["2x1"],
 }
-# Partitions gymnasium-robotics does not ship: each agent's joint labels (None: one agent per joint).
+# Partitions gymnasium-robotics does not ship: each agent's joint labels, space-separated (None: one per joint).
 CUSTOM_PARTITIONS = {
     ("Ant", "8x1"): None,
     ("HalfCheetah", "3x2"): ["bfoot bshin", "bthigh ffoot", "fshin fthigh"],
