@@ -8,39 +8,21 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
 Implementation details (README.md, "A2PO on MA-MuJoCo"):
-1. Tasks: the 14 of the A2PO code base (Ant 2x4/4x2/8x1, HalfCheetah 2x3/3x2/6x1, Walker2d 2x3/3x2/6x1, Hopper 3x1,
-   Humanoid and HumanoidStandup 9|8/17x1) plus Swimmer 2x1, on gymnasium-robotics' v5 robots (returns differ from
-   papers that used v2). Partitions it does not ship are built from `get_parts_and_edges(scenario, None)`: Nx1 is
-   one agent per joint; HalfCheetah 3x2 and Walker2d 3x2 take the A2PO code base's groupings, to compare with it.
-2. One env per subprocess worker (Pipe, fork); a finished episode resets in the worker, which sends the global
-   state from before the reset. Env seeds hash (seed, first iteration of the process, env index), so runs with
-   consecutive --seed and resumed runs never share an env stream. An idle worker exits once its parent is gone.
+1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots; partitions it does not ship
+   come from get_parts_and_edges (Nx1: one agent per joint; 3x2: the A2PO code base's groupings).
+2. One env per subprocess worker, which resets a finished episode itself and sends the state from before the reset.
+   Env seeds hash (seed, first iteration of the process, env index): runs and resumes never share an env stream.
 3. Actions are sampled unclipped (their log-prob is stored) and clipped to the bounds for the env.
-4. Actor input: the agent's obs_k-local observation (--agent-obsk); critic input of agent i: the global state +
-   one-hot i. Both are normalised by running mean/var statistics, clipped to +-obs_norm_clip, updated during
-   rollouts only, saved in the checkpoint and used by evaluation.
-5. A time-limit truncation is not terminal: gamma * V_i(final state) is added to agent i's reward there and the
-   trace is cut. A fall (MuJoCo termination) is terminal.
-6. Rollouts and evaluations act through RolloutActors, a batched copy of the actors for speed only. The nets do not
-   move during a rollout, so log-probs and values are computed after it in one batch; each critic trains only in
-   its own turn, so the remaining agents' stored values are their current critics' when PreOPC is recomputed.
-7. Turn k: log rho = sum of the updated agents' log-ratios (a product of 16 float32 ratios can overflow to inf and
-   meet an underflow: NaN); PreOPC for every agent; the semi-greedy pick among the remaining agents by mean |A_i|
-   (even k greedy, so the first pick is greedy as in the A2PO code base; odd k uniform); eps_i = C(eps, k+1);
-   update_epochs epochs of a critic-only pass, then an actor + critic pass. Advantages are normalised jointly over
-   (t, env, agent), as in the A2PO code base, so an agent whose advantages are small next to the team's takes a
-   small step; agent i's critic regresses on A + V in its own ValueNorm space.
-8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
-   talk), not eps/2. Its MA-MuJoCo settings are the defaults, the 4000 steps per update as 8 workers x 500 steps
-   (the policy forward and the pipe round trip are paid once per step for all envs); the Hopper presets apply
-   only to flags not given on the command line.
-9. Torch runs on one thread: beside the env workers on 2 cores, a second thread made the updates 25x slower.
-10. Evaluation: mean actions, episode j on an env seeded env_seed(seed, 0, j) (the same starts every time;
-    iteration 0 is never a training stream), at step 0, every eval_interval env steps and at the end.
-    --capture-video renders its first episode offscreen (MUJOCO_GL=egl, else osmesa) without shadows, reflections
-    and skybox (about 10x faster in software GL).
-11. Start-up notices a user cannot act on are dropped: gymnasium-robotics' Adroit-hand notice and MuJoCo's
-    deprecation of 'settotalmass', which gymnasium's own robot models use. Other MuJoCo warnings still print.
+4. Actor i sees its obs_k-local observation, critic i the global state + one-hot i, both normalised by running
+   statistics that rollouts update and checkpoints save.
+5. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
+6. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
+   normalised over (t, env, agent) as in the A2PO code base; the picked agent runs update_epochs epochs of a
+   critic-only pass, then an actor + critic pass. A critic trains only in its turn, so PreOPC sees current values.
+7. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
+   talk), not eps/2. Its MA-MuJoCo settings are the defaults (4000 steps per update as 8 envs x 500 steps).
+8. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
+   --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
 """
 
 import datetime
@@ -89,8 +71,7 @@ class Args:
     capture_video: bool = False  # record the first episode of every evaluation as an mp4 in the run folder's videos/
     runs_dir: str = "runs"  # folder that holds the run folders
 
-    scenario: str = "HalfCheetah"
-    """MuJoCo robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer"""
+    scenario: str = "HalfCheetah"  # robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer
     agent_conf: str = "6x1"  # partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1
     agent_obsk: int = 1  # each agent observes the joints up to this graph distance from its own
     total_timesteps: int = 10_000_000  # total env steps of the experiment
@@ -113,35 +94,29 @@ class Args:
     eval_episodes: int = 5  # episodes per evaluation (deterministic mean actions)
     save_model: bool = False  # save checkpoint.pt in the run folder at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to resume from
-
     batch_size: int = 0  # the batch size (computed in runtime)
     minibatch_size: int = 0  # the mini-batch size (computed in runtime)
     num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
-# Per-task presets (official A2PO MA-MuJoCo settings), applied only to flags not given on the command line.
-TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
-BUILTIN_CONFS = {
-    "Ant": ["2x4", "4x2"],
-    "HalfCheetah": ["2x3", "6x1"],
-    "Walker2d": ["2x3"],
+TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}  # A2PO code base
+TASKS = {  # the valid partitions of each robot (sorted)
+    "Ant": ["2x4", "4x2", "8x1"],
+    "HalfCheetah": ["2x3", "3x2", "6x1"],
+    "Walker2d": ["2x3", "3x2", "6x1"],
     "Hopper": ["3x1"],
-    "Humanoid": ["9|8"],
-    "HumanoidStandup": ["9|8"],
+    "Humanoid": ["17x1", "9|8"],
+    "HumanoidStandup": ["17x1", "9|8"],
     "Swimmer": ["2x1"],
 }
-# Partitions gymnasium-robotics does not ship: joint labels per agent ("per_joint": one agent per joint).
+# Partitions gymnasium-robotics does not ship: each agent's joint labels, space-separated (None: one per joint).
 CUSTOM_PARTITIONS = {
-    ("Ant", "8x1"): "per_joint",
-    ("HalfCheetah", "3x2"): [("bfoot", "bshin"), ("bthigh", "ffoot"), ("fshin", "fthigh")],
-    ("Walker2d", "3x2"): [
-        ("foot_joint", "leg_joint"),
-        ("thigh_joint", "foot_left_joint"),
-        ("leg_left_joint", "thigh_left_joint"),
-    ],
-    ("Walker2d", "6x1"): "per_joint",
-    ("Humanoid", "17x1"): "per_joint",
-    ("HumanoidStandup", "17x1"): "per_joint",
+    ("Ant", "8x1"): None,
+    ("HalfCheetah", "3x2"): ["bfoot bshin", "bthigh ffoot", "fshin fthigh"],
+    ("Walker2d", "3x2"): ["foot_joint leg_joint", "thigh_joint foot_left_joint", "leg_left_joint thigh_left_joint"],
+    ("Walker2d", "6x1"): None,
+    ("Humanoid", "17x1"): None,
+    ("HumanoidStandup", "17x1"): None,
 }
 
 
@@ -154,20 +129,14 @@ def apply_presets(args, argv):
     return args
 
 
-def valid_confs(scenario):
-    return BUILTIN_CONFS.get(scenario, []) + [c for s, c in CUSTOM_PARTITIONS if s == scenario]
-
-
 def check_task(scenario, agent_conf):
     """Clean error (SystemExit) for an unknown scenario or an impossible partition."""
-    tasks = "; ".join(f"{s} {'/'.join(sorted(valid_confs(s)))}" for s in BUILTIN_CONFS)
-    if scenario not in BUILTIN_CONFS:
+    if scenario not in TASKS:
+        tasks = "; ".join(f"{s} {'/'.join(confs)}" for s, confs in TASKS.items())
         raise SystemExit(f"error: unknown MA-MuJoCo scenario '{scenario}'. Valid tasks: {tasks}.")
-    if agent_conf not in valid_confs(scenario):
-        raise SystemExit(
-            f"error: {scenario} has no partition '{agent_conf}'. "
-            f"Valid partitions of {scenario}: {', '.join(sorted(valid_confs(scenario)))}."
-        )
+    if agent_conf not in TASKS[scenario]:
+        valid = ", ".join(TASKS[scenario])
+        raise SystemExit(f"error: {scenario} has no partition '{agent_conf}'. Valid partitions of {scenario}: {valid}.")
 
 
 def make_env(scenario, agent_conf, agent_obsk, **kwargs):
@@ -175,9 +144,8 @@ def make_env(scenario, agent_conf, agent_obsk, **kwargs):
     if (scenario, agent_conf) in CUSTOM_PARTITIONS:
         parts, edges, global_nodes = get_parts_and_edges(scenario, None)
         joints = {node.label: node for node in parts[0]}
-        groups = CUSTOM_PARTITIONS[(scenario, agent_conf)]
-        groups = [(label,) for label in joints] if groups == "per_joint" else groups
-        partition = [tuple(joints[label] for label in group) for group in groups]
+        groups = CUSTOM_PARTITIONS[(scenario, agent_conf)] or list(joints)
+        partition = [tuple(joints[label] for label in group.split()) for group in groups]
         kwargs["agent_factorization"] = {"partition": partition, "edges": edges, "globals": global_nodes}
     return mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **kwargs)
 
@@ -187,24 +155,21 @@ def flat_obs(env, obs):
 
 
 def env_seed(seed, iteration, index):
-    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): distinct triples give
-    unrelated streams, so runs with consecutive --seed or a resumed run never replay each other's envs."""
+    """A 64-bit env seed hashed from (run seed, first iteration of the process, env index): unrelated streams."""
     return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0])
 
 
 def env_worker(remote, env_kwargs, seed):
     """Holds one env; a finished episode resets here, sending the global state from before the reset."""
-    torch.set_num_threads(1)
     env, parent = make_env(**env_kwargs), os.getppid()
     agents = env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     obs, _ = env.reset(seed=seed)
     ep_return, ep_length = 0.0, 0
     while True:
-        if not remote.poll(1.0):
+        while not remote.poll(1.0):
             if os.getppid() != parent:  # the trainer was killed; forked siblings keep the pipe open, so no EOF
                 return
-            continue
         cmd, data = remote.recv()
         if cmd == "step":
             obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(data, splits))))
@@ -220,8 +185,7 @@ def env_worker(remote, env_kwargs, seed):
         elif cmd == "reset":
             remote.send((flat_obs(env, obs), env.state().astype(np.float32)))
         elif cmd == "close":
-            remote.close()
-            break
+            return
 
 
 class SubprocVecEnv:
@@ -232,11 +196,10 @@ class SubprocVecEnv:
         self.remotes, self.processes = [], []
         for seed in seeds:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=env_worker, args=(child, env_kwargs, seed), daemon=True)
-            proc.start()
-            child.close()
             self.remotes.append(parent)
-            self.processes.append(proc)
+            self.processes.append(ctx.Process(target=env_worker, args=(child, env_kwargs, seed), daemon=True))
+            self.processes[-1].start()
+            child.close()
 
     def reset(self):
         for remote in self.remotes:
@@ -252,9 +215,8 @@ class SubprocVecEnv:
         return np.stack(obs), np.stack(states), rewards, np.array(terms), np.array(truncs), final_states, episodes
 
     def close(self):
-        for remote in self.remotes:
+        for remote, proc in zip(self.remotes, self.processes):
             remote.send(("close", None))
-        for proc in self.processes:
             proc.join(timeout=5)
 
 
@@ -289,15 +251,10 @@ def layer_init(layer, gain):
 
 def mlp_body(in_dim, hidden_dim):
     """LayerNorm on the input, then two Linear -> ReLU -> LayerNorm blocks."""
-    return nn.Sequential(
-        nn.LayerNorm(in_dim),
-        layer_init(nn.Linear(in_dim, hidden_dim), np.sqrt(2)),
-        nn.ReLU(),
-        nn.LayerNorm(hidden_dim),
-        layer_init(nn.Linear(hidden_dim, hidden_dim), np.sqrt(2)),
-        nn.ReLU(),
-        nn.LayerNorm(hidden_dim),
-    )
+    layers = [nn.LayerNorm(in_dim)]
+    for dim in (in_dim, hidden_dim):
+        layers += [layer_init(nn.Linear(dim, hidden_dim), np.sqrt(2)), nn.ReLU(), nn.LayerNorm(hidden_dim)]
+    return nn.Sequential(*layers)
 
 
 class Actor(nn.Module):
@@ -314,12 +271,9 @@ class Actor(nn.Module):
 
 
 class RolloutActors:
-    """Speed only: the mean actions of all actors in one batched forward (bmm) per rollout or evaluation step.
-
-    Called one by one, n small MLPs cost more than the envs. Inputs and heads are zero-padded to the largest agent;
-    the input LayerNorm divides by each agent's own width and zero weights keep the padding out, so the means
-    equal the actors' up to rounding (tests/test_a2po_mamujoco.py checks it). Build it after each update.
-    """
+    """The mean actions of all actors in one batched forward (bmm): n small MLPs one by one cost more than the envs.
+    Inputs and layers are zero-padded to the largest agent; the input LayerNorm divides by each agent's own width and
+    zero weights keep the padding out, so the means equal the actors' up to rounding. Build it after each update."""
 
     def __init__(self, actors, obs_slices, act_slices):
         widths, act_dims = [s.stop - s.start for s in obs_slices], [s.stop - s.start for s in act_slices]
@@ -337,27 +291,22 @@ class RolloutActors:
                 out[i][tuple(slice(0, size) for size in t.shape)] = t
             return (out.unsqueeze(1) if out.dim() == 2 else out).detach()  # vectors as (n, 1, dim): broadcast over E
 
-        ln0, lin1, _, ln1, lin2, _, ln2, head = zip(*[[*actor.mean[0], actor.mean[1]] for actor in actors])
-        self.w0, self.b0 = stack([m.weight for m in ln0]), stack([m.bias for m in ln0])
-        self.w1, self.b1 = stack([m.weight.T for m in lin1]), stack([m.bias for m in lin1])
-        self.g1, self.c1 = stack([m.weight for m in ln1]), stack([m.bias for m in ln1])
-        self.w2, self.b2 = stack([m.weight.T for m in lin2]), stack([m.bias for m in lin2])
-        self.g2, self.c2 = stack([m.weight for m in ln2]), stack([m.bias for m in ln2])
-        self.w3, self.b3 = stack([m.weight.T for m in head]), stack([m.bias for m in head])
-        self.eps = ln0[0].eps
+        # [weight, bias] of each LayerNorm and Linear of the actors' MLP, in order; Linear weights as (n, in, out)
+        modules = [ms for ms in zip(*[[*a.mean[0], a.mean[1]] for a in actors]) if not isinstance(ms[0], nn.ReLU)]
+        self.layers = [[stack([m.weight.t() for m in ms]), stack([m.bias for m in ms])] for ms in modules]
+        self.eps = modules[0][0].eps
 
     def __call__(self, obs):
         """obs (E, sum d_i), normalised -> mean actions (E, sum a_i) in the flat action layout."""
-        E = obs.shape[0]
-        x = torch.cat([obs, obs.new_zeros(E, 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d)
+        (w0, b0), *hidden, (w3, b3) = self.layers
+        x = torch.cat([obs, obs.new_zeros(len(obs), 1)], -1)[:, self.gather].transpose(0, 1)  # (n, E, d)
         mean = x.sum(-1, keepdim=True) / self.width  # the input LayerNorm over each agent's own width
         var = (((x - mean) * self.mask) ** 2).sum(-1, keepdim=True) / self.width
-        x = (x - mean) / (var + self.eps).sqrt() * self.w0 + self.b0
-        h = torch.relu(torch.baddbmm(self.b1, x, self.w1))
-        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * self.g1 + self.c1
-        h = torch.relu(torch.baddbmm(self.b2, h, self.w2))
-        h = nn.functional.layer_norm(h, h.shape[-1:], eps=self.eps) * self.g2 + self.c2
-        return torch.baddbmm(self.b3, h, self.w3).transpose(0, 1).reshape(E, -1)[:, self.act_index]
+        x = (x - mean) / (var + self.eps).sqrt() * w0 + b0
+        for (w, b), (g, c) in zip(hidden[0::2], hidden[1::2]):  # Linear -> ReLU -> LayerNorm
+            x = torch.relu(torch.baddbmm(b, x, w))
+            x = nn.functional.layer_norm(x, x.shape[-1:], eps=self.eps) * g + c
+        return torch.baddbmm(b3, x, w3).transpose(0, 1).reshape(len(obs), -1)[:, self.act_index]
 
 
 class Critic(nn.Module):
@@ -372,61 +321,26 @@ class Critic(nn.Module):
 
 
 def critic_input(states, agent, num_agents):
-    onehot = torch.zeros(*states.shape[:-1], num_agents, device=states.device)
-    onehot[..., agent] = 1.0
+    onehot = torch.eye(num_agents, device=states.device)[agent].expand(*states.shape[:-1], -1)
     return torch.cat([states, onehot], -1)
 
 
 def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma):
-    """Per-agent rewards (T, E, n) and continues (T, E) with time-limit truncations bootstrapped.
-
-    At a truncation (not a termination) r_t += gamma * V_i(final state); continues_t = 0 at every episode end,
-    so compute_gae / compute_preopc bootstrap from the final state and cut the trace there.
-    """
+    """Per-agent rewards (T, E, n) and continues (T, E): at a truncation (not a termination) r_t += gamma *
+    V_i(final state); continues_t = 0 at every episode end, so GAE and PreOPC cut the trace there."""
     rewards = rewards.unsqueeze(-1) + gamma * truncations.unsqueeze(-1).float() * final_values
     continues = 1.0 - (terminations | truncations).float()
     return rewards, continues
 
 
-def evaluate(env, policy, obs_rms, low, high, episodes, seed, device, frames=None):
-    """Mean-action episodes on a separately seeded env; frames (a list) collects the first episode's renders."""
-    returns, agents = [], env.possible_agents
-    splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=env_seed(seed, 0, episode))
-        done, total = False, 0.0
-        while not done:
-            if frames is not None and episode == 0:
-                frames.append(env.render())
-            with torch.no_grad():
-                mean = policy(torch.from_numpy(obs_rms.normalize(flat_obs(env, obs)[None])).to(device))[0].cpu().numpy()
-            obs, rewards, terms, truncs, _ = env.step(dict(zip(agents, np.split(np.clip(mean, low, high), splits))))
-            total += rewards[agents[0]]
-            done = terms[agents[0]] or truncs[agents[0]]
-        returns.append(total)
-    return float(np.mean(returns))
-
-
-def fast_offscreen_renderer(env):
-    """Offscreen renders without shadows, reflections and skybox."""
-    viewer = env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
-    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
-        viewer.scn.flags[flag] = 0
-
-
 def pick_gl_backend():
-    """MUJOCO_GL if set, else the first of egl, osmesa that can render offscreen (probed in a subprocess)."""
-    if os.environ.get("MUJOCO_GL"):
-        return os.environ["MUJOCO_GL"]
+    """The first of egl, osmesa that can render offscreen (probed in a subprocess)."""
     probe = "import mujoco; r = mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8); r.render()"
     for backend in ("egl", "osmesa"):
         env = dict(os.environ, MUJOCO_GL=backend)
         if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
             return backend
-    raise SystemExit(
-        "error: --capture-video found no offscreen OpenGL (tried MUJOCO_GL=egl and osmesa). "
-        "Install one: apt-get install -y libegl1 libegl-mesa0 (or libosmesa6)."
-    )
+    raise SystemExit("error: --capture-video needs offscreen GL: apt-get install libegl1 libegl-mesa0 (or libosmesa6)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,51 +455,33 @@ if __name__ == "__main__":
     check_task(args.scenario, args.agent_conf)
     args.batch_size = args.num_envs * args.num_steps
     args.num_iterations = args.total_timesteps // args.batch_size
+    B, M = args.batch_size, args.num_minibatches
     for failed, message in (
-        (
-            args.num_minibatches < 1 or args.batch_size % args.num_minibatches,
-            f"batch_size {args.batch_size} (num_envs * num_steps) is not divisible by num_minibatches "
-            f"{args.num_minibatches}. Pick num_minibatches dividing it.",
-        ),
-        (
-            args.num_iterations < 1,
-            f"total_timesteps {args.total_timesteps} is below one batch ({args.batch_size}). "
-            "Raise --total-timesteps or lower --num-envs/--num-steps.",
-        ),
+        (M < 1 or B % M, f"batch_size {B} (num_envs * num_steps) is not divisible by num_minibatches {M}."),
+        (args.num_iterations < 1, f"total_timesteps {args.total_timesteps} < batch_size {B} (num_envs * num_steps)."),
         (args.agent_obsk < 0, "--agent-obsk must be >= 0."),
-        (
-            not 0 <= args.clip_c <= 1,
-            f"--clip-c {args.clip_c} is outside [0, 1]; the adaptive clip eps*c + eps*(1-c)*k/n "
-            "must grow from eps*c to eps along the order.",
-        ),
+        (not 0 <= args.clip_c <= 1, f"--clip-c {args.clip_c} is outside [0, 1]: C(eps, k) grows from eps*c to eps."),
     ):
         if failed:
             raise SystemExit(f"error: {message}")
-    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.minibatch_size = B // M
     if args.capture_video:
         try:
             import imageio.v2 as imageio
             import imageio_ffmpeg  # noqa: F401  (the mp4 writer imageio needs)
         except ImportError:
-            raise SystemExit(
-                "error: --capture-video needs imageio and imageio-ffmpeg. pip install imageio imageio-ffmpeg"
-            ) from None
-        os.environ["MUJOCO_GL"] = pick_gl_backend()
+            raise SystemExit("error: --capture-video needs: pip install imageio imageio-ffmpeg") from None
+        os.environ["MUJOCO_GL"] = os.environ.get("MUJOCO_GL") or pick_gl_backend()
     task = f"{args.scenario}-{args.agent_conf}".replace("|", "_")
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SystemExit(
-            f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt of this run."
-        ) from None
+        raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt.") from None
     if checkpoint is not None:
-        saved = checkpoint["args"]
-        if (saved["scenario"], saved["agent_conf"]) != (args.scenario, args.agent_conf):
-            raise SystemExit(
-                f"error: the checkpoint is for {saved['scenario']} {saved['agent_conf']}. "
-                "Pass the same --scenario and --agent-conf."
-            )
+        saved = checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]
+        if saved != (args.scenario, args.agent_conf):
+            raise SystemExit(f"error: the checkpoint is for {' '.join(saved)}: pass the same --scenario, --agent-conf.")
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -597,7 +493,7 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # beside the env workers on 2 cores, a second thread made the updates 25x slower
     env_kwargs = dict(scenario=args.scenario, agent_conf=args.agent_conf, agent_obsk=args.agent_obsk)
     video = dict(render_mode="rgb_array", width=320, height=240) if args.capture_video else {}
     eval_env = make_env(**env_kwargs, **video)
@@ -607,23 +503,19 @@ if __name__ == "__main__":
     act_dims = [eval_env.action_spaces[a].shape[0] for a in agents]
     obs_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + obs_dims))]
     act_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + act_dims))]
-    low = np.concatenate([eval_env.action_spaces[a].low for a in agents])
-    high = np.concatenate([eval_env.action_spaces[a].high for a in agents])
+    low, high = (np.concatenate([getattr(eval_env.action_spaces[a], key) for a in agents]) for key in ("low", "high"))
     state_dim = eval_env.state().shape[0]
     start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
     envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
+    if args.capture_video:  # offscreen renders without shadows, reflections and skybox
+        viewer = eval_env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+        for flag in ("SHADOW", "REFLECTION", "SKYBOX"):
+            viewer.scn.flags[getattr(mujoco.mjtRndFlag, f"mjRND_{flag}")] = 0
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            monitor_gym=True,
-            save_code=True,
-        )
+        options = dict(sync_tensorboard=True, config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, **options)
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -661,18 +553,26 @@ if __name__ == "__main__":
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
     def run_evaluation():
-        frames = [] if args.capture_video else None
-        if frames is not None:
-            eval_env.reset(seed=env_seed(args.seed, 0, 0))
-            fast_offscreen_renderer(eval_env)
-        policy = RolloutActors(actors, obs_slices, act_slices)
-        result = evaluate(eval_env, policy, obs_rms, low, high, args.eval_episodes, args.seed, device, frames)
-        writer.add_scalar("eval/episodic_return", result, global_step)
+        """Mean actions, episode j on an env seeded env_seed(seed, 0, j); --capture-video films the first one."""
+        policy, returns, frames = RolloutActors(actors, obs_slices, act_slices), [], []
+        for episode in range(args.eval_episodes):
+            obs, _ = eval_env.reset(seed=env_seed(args.seed, 0, episode))
+            done, total = False, 0.0
+            while not done:
+                if args.capture_video and episode == 0:
+                    frames.append(eval_env.render())
+                x = torch.from_numpy(obs_rms.normalize(flat_obs(eval_env, obs)[None])).to(device)
+                action = np.clip(policy(x)[0].cpu().numpy(), low, high)
+                obs, rewards, terms, truncs, _ = eval_env.step({a: action[s] for a, s in zip(agents, act_slices)})
+                total += rewards[agents[0]]
+                done = terms[agents[0]] or truncs[agents[0]]
+            returns.append(total)
+        writer.add_scalar("eval/episodic_return", float(np.mean(returns)), global_step)
         if frames:
             os.makedirs(f"{run_dir}/videos", exist_ok=True)
             fps = eval_env.single_agent_env.metadata.get("render_fps", 30)
             imageio.mimsave(f"{run_dir}/videos/eval_{global_step}.mp4", frames, fps=fps, macro_block_size=1)
-        return result
+        return float(np.mean(returns))
 
     last_eval = run_evaluation() if checkpoint is None else float("nan")
     next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
@@ -692,12 +592,10 @@ if __name__ == "__main__":
             global_step += E
             obs_buf[step] = torch.from_numpy(obs_rms.normalize(next_obs_raw)).to(device)
             state_buf[step] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
-            with torch.no_grad():
-                mean = policy(obs_buf[step])
-                action_buf[step] = mean + policy.std * torch.randn_like(mean)
-            next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = envs.step(
-                np.clip(action_buf[step].cpu().numpy(), low, high)
-            )
+            mean = policy(obs_buf[step])  # no grad: RolloutActors holds detached copies
+            action_buf[step] = mean + policy.std * torch.randn_like(mean)
+            env_out = envs.step(np.clip(action_buf[step].cpu().numpy(), low, high))
+            next_obs_raw, next_state_raw, reward, term, trunc, finals, episodes = env_out
             env_results.append((reward, term, trunc))
             final_states += [(step, e, state_rms.normalize(f)) for e, f in enumerate(finals) if f is not None]
             obs_rms.update(next_obs_raw)
@@ -719,82 +617,68 @@ if __name__ == "__main__":
             if final_states:
                 idx_t, idx_e, finals = zip(*final_states)
                 finals = torch.from_numpy(np.stack(finals)).to(device)
-                final_values[idx_t, idx_e] = torch.stack(
-                    [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)], -1
-                )
+                final_v = [value_norms[i].denormalize(critics[i](critic_input(finals, i, n))) for i in range(n)]
+                final_values[idx_t, idx_e] = torch.stack(final_v, -1)
             reward_buf, term_buf, trunc_buf = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*env_results))
             rewards, continues = bootstrap_truncation(reward_buf, term_buf, trunc_buf, final_values, args.gamma)
             continues = continues.unsqueeze(-1)  # rewards are per agent, so continues broadcast over agents
-            gae = compute_gae(rewards, values_bar[:T], values_bar[T], continues, args.gamma, args.gae_lambda)
+            values, boot = values_bar[:T], values_bar[T]
+            gae = compute_gae(rewards, values, boot, continues, args.gamma, args.gae_lambda)
         sampling_time = time.time() - iter_start
 
         # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
-        remaining, order, stats = list(range(n)), [], {}
-        b_states = state_buf[:T].reshape(B, -1)
+        order, stats = [], []  # stats: one dict of tensors per turn
         for k in range(n):
-            with torch.no_grad():
-                preopc, preopc_norm = turn_advantages(
-                    rewards, values_bar[:T], values_bar[T], continues, log_rho, args.gamma, args.gae_lambda
-                )
-                rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
-            agent = semi_greedy_pick(k, preopc.abs().mean((0, 1)), remaining, order_gen)
+            adv, adv_norm = turn_advantages(rewards, values, boot, continues, log_rho, args.gamma, args.gae_lambda)
+            rho = log_rho.exp().reshape(B)  # only clamped below, so inf and 0 are harmless
+            agent = semi_greedy_pick(k, adv.abs().mean((0, 1)), [i for i in range(n) if i not in order], order_gen)
             order.append(agent)
-            remaining.remove(agent)
             eps = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/clip_eps_k{k + 1}", eps, global_step)
             actor, critic, value_norm = actors[agent], critics[agent], value_norms[agent]
-            values_i = values_bar[:T, :, agent].reshape(B)
-            returns = preopc[..., agent].reshape(B) + values_i
-            adv_norm = preopc_norm[..., agent].reshape(B)
+            values_i, adv_i = values[..., agent].reshape(B), adv_norm[..., agent].reshape(B)
+            returns = adv[..., agent].reshape(B) + values_i
             obs_i, act_i = b_obs[:, obs_slices[agent]], b_actions[:, act_slices[agent]]
-            old_logprob, old_values = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
-            crit_in = critic_input(b_states, agent, n)
+            old_logprob, old_v = logprobs[:, agent], values_norm[:T, :, agent].reshape(B)
+            crit_in = critic_input(state_buf[:T].reshape(B, -1), agent, n)
             g = rho.clamp(1 - eps / 2, 1 + eps / 2)  # g_i = clip(prod_{j in e} r_j, 1 +- eps_i/2)
             for _ in range(args.update_epochs):
                 perm = torch.randperm(B, device=device)
-                for stage in ("critic", "actor_critic"):  # two-stage: critic-only pass, then actor + critic
-                    for start in range(0, B, args.minibatch_size):
-                        mb = perm[start : start + args.minibatch_size]
-                        if stage == "actor_critic":
-                            dist = actor.dist(obs_i[mb])
-                            logratio = dist.log_prob(act_i[mb]).sum(-1) - old_logprob[mb]
-                            ratio = logratio.exp()
-                            l_i = ratio * g[mb]
-                            surrogate = torch.min(l_i * adv_norm[mb], l_i.clamp(1 - eps, 1 + eps) * adv_norm[mb])
-                            entropy = dist.entropy().sum(-1).mean()
-                            pg_loss = -surrogate.mean()
-                            actor_optims[agent].zero_grad()
-                            (pg_loss - args.ent_coef * entropy).backward()
-                            nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                            actor_optims[agent].step()
-                        value_norm.update(returns[mb])
-                        returns_norm = value_norm.normalize(returns[mb])
-                        v_loss = value_loss_fn(
-                            critic(crit_in[mb]), old_values[mb], returns_norm, args.clip_coef, args.huber_delta
-                        )
-                        critic_optims[agent].zero_grad()
-                        v_loss.backward()
-                        nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                        critic_optims[agent].step()
+                # two-stage: a critic-only pass over the minibatches, then an actor + critic pass
+                for train_actor, mb in itertools.product((False, True), perm.split(args.minibatch_size)):
+                    if train_actor:
+                        dist = actor.dist(obs_i[mb])
+                        logratio = dist.log_prob(act_i[mb]).sum(-1) - old_logprob[mb]
+                        l_i = logratio.exp() * g[mb]  # r_i * g_i
+                        pg_loss = -torch.min(l_i * adv_i[mb], l_i.clamp(1 - eps, 1 + eps) * adv_i[mb]).mean()
+                        entropy = dist.entropy().sum(-1).mean()
+                        actor_optims[agent].zero_grad()
+                        (pg_loss - args.ent_coef * entropy).backward()
+                        nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                        actor_optims[agent].step()
+                    value_norm.update(returns[mb])
+                    target = value_norm.normalize(returns[mb])
+                    v_loss = value_loss_fn(critic(crit_in[mb]), old_v[mb], target, args.clip_coef, args.huber_delta)
+                    critic_optims[agent].zero_grad()
+                    v_loss.backward()
+                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                    critic_optims[agent].step()
+            var = returns.var()
+            explained_var = 1 - (returns - values_i).var() / var if var > 0 else torch.tensor(float("nan"))
+            turn_stats = {
+                "losses/policy_loss": pg_loss,
+                "losses/value_loss": v_loss,
+                "losses/entropy": entropy,
+                "losses/approx_kl": (logratio.exp() - 1 - logratio).mean(),
+                "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
+                "losses/explained_variance": explained_var,
+                "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
+                "a2po/preopc_gap": (adv[..., agent] - gae[..., agent]).abs().mean(),
+            }
+            stats.append(turn_stats)
             with torch.no_grad():
-                returns_var = returns.var()
-                explained_var = (
-                    1 - (returns - values_i).var() / returns_var if returns_var > 0 else torch.tensor(float("nan"))
-                )
-                turn_stats = {
-                    "losses/policy_loss": pg_loss,
-                    "losses/value_loss": v_loss,
-                    "losses/entropy": entropy,
-                    "losses/approx_kl": ((ratio - 1) - logratio).mean(),
-                    "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
-                    "losses/explained_variance": explained_var,
-                    "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
-                    "a2po/preopc_gap": (preopc[..., agent] - gae[..., agent]).abs().mean(),
-                }
-                for tag, value in turn_stats.items():
-                    stats.setdefault(tag, []).append(value.item())
                 log_rho = log_rho + (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).reshape(T, E)
         updating_time = time.time() - update_start
 
@@ -803,7 +687,7 @@ if __name__ == "__main__":
         totals["updating_s"] += updating_time
         totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
         sps = int((global_step - start_step) / (time.time() - start_time))
-        scalars = {tag: float(np.mean(values)) for tag, values in stats.items()}
+        scalars = {tag: float(np.mean([turn[tag].item() for turn in stats])) for tag in stats[0]}
         scalars.update({"a2po/order_first": order[0], "charts/learning_rate": actor_optims[0].param_groups[0]["lr"]})
         scalars.update({"charts/SPS": sps, "time/sampling_s": sampling_time, "time/updating_s": updating_time})
         for tag, value in scalars.items():
@@ -819,16 +703,13 @@ if __name__ == "__main__":
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * B / max(sps, 1)))
         print(
             f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} "
-            f"eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
-            f"elapsed {elapsed} ETA {eta}",
+            f"eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}",
             flush=True,
         )
 
     totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
-    final_eval = {"episodic_return": last_eval}
-    summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals, final_eval=final_eval)
+    summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals)
     with open(f"{run_dir}/summary.json", "w") as f:
-        json.dump({**summary, "args": vars(args)}, f, indent=2)
-    envs.close()
-    eval_env.close()
-    writer.close()
+        json.dump({**summary, "final_eval": {"episodic_return": last_eval}, "args": vars(args)}, f, indent=2)
+    for resource in (envs, eval_env, writer):
+        resource.close()
