@@ -8,32 +8,21 @@ Q-learning on whole episodes replayed from a buffer, while ε-greedy agents coll
 Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
 `--env-backend sc2` to play the real game through smacv2.
 
-Implementation details (pymarl's `qmix.yaml` / `qmix_beta.yaml`, `q_learner.py`, `qmix.py` unless stated)
-1. Networks are pymarl's, with PyTorch's default init. Agent, shared by all agents: Linear-ReLU, GRUCell(64),
-   Linear to one Q per action, on obs + one-hot id + one-hot last action (the PPO scripts' LayerNorm actor
-   makes Q_tot diverge under this mixer). Mixer: Q_tot = ELU(Q |W1(s)| + b1(s)) |W2(s)| + V(s), W1 and W2
-   from Linear-ReLU-Linear hypernetworks (width 64, embedding 32), s the env's global state.
-2. Unavailable actions get Q = -1e10 when acting and in the target's argmax; ε-greedy's random action is
-   uniform over the available ones. ε falls linearly from 1.0 to 0.05 over the first 50k env steps.
-3. Replay: the last 5000 finished episodes, padded to the episode limit + 1 (SMAX ends a time-out one step
-   after its `max_steps`), with `filled` and `terminated` masks. A batch is 32 episodes drawn without
-   replacement, cut to its longest; the GRU unrolls from each episode's first step. Inputs and states are
-   stored as float16 (one-hots exact, the rest to 3 digits): half the memory, 3s5z 3.1 GB instead of 6.2.
-4. Loss: double Q-learning, y_t = r_t + γ (1 - terminated_t) Q_tot^-(s_{t+1}, a*_{t+1}), a*_i = agent i's
-   online argmax over its available actions, valued by the target agent network and mixed by the target
-   mixer; the squared TD error is averaged over filled steps. Hard target copies every 200 episodes.
-5. Every episode end is terminal, as in the PPO scripts (pymarl bootstraps a time-out): the episode limit is
-   part of the task, and the env's auto-reset leaves no state after a time-out to bootstrap from.
-6. RMSprop over agent and mixer (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10; `--optimizer adam`
-   to compare (README.md, "QMIX").
-7. The learner's reward is the team reward times `reward_scale`: 10 on SMAX, whose returns reach 2, so that
-   they reach 20 as SMAC's do on StarCraft II (1 there). At SMAX's scale the overestimated max swamps the
-   differences between actions (no 3m win in 200k env steps). Logged returns are the env's.
-8. 8 envs (pymarl's parallel runner) run continuously. After each rollout, once the buffer holds a batch,
-   the learner takes `train_steps_per_rollout` gradient steps per `num_envs` episodes finished since the
-   last update (pymarl steps right after each batch of episodes).
-9. Checkpoints hold networks, targets, optimiser, RNG states and counters, and the replay buffer only with
-   `--save-buffer`; without it a resumed run collects `batch_episodes` new episodes before training again.
+Implementation details (pymarl's `qmix.yaml`, `q_learner.py` and `qmix.py` unless stated)
+1. pymarl's networks and default init: the agent is Linear-ReLU, GRUCell(64), Linear on obs + one-hot id +
+   one-hot last action (under the PPO scripts' LayerNorm actor Q_tot diverges); the mixer's weights come from
+   Linear-ReLU-Linear hypernetworks (width 64, embedding 32), made non-negative by abs.
+2. ε-greedy, ε falling linearly from 1.0 to 0.05 over 50k env steps, explores uniformly over the available
+   actions; unavailable actions get Q = -1e10 when acting and in the target's argmax.
+3. Replay: the last 5000 episodes, padded to the episode limit + 1 (SMAX ends a time-out one step late),
+   inputs and states as float16 (half the memory); batches of 32 episodes, the GRU unrolled from their start.
+4. Double Q-learning over the filled steps, hard target copies every 200 episodes. Every episode end is
+   terminal, as in the PPO scripts (pymarl bootstraps a time-out; the auto-reset leaves no state to do it).
+5. `reward_scale` is 10 on SMAX, so that the learner's returns reach 20 as SMAC's do (not 2): at SMAX's scale
+   overestimation swamps the action differences (no 3m win in 200k env steps). Logged returns are the env's.
+6. RMSprop (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10. 8 envs run continuously; after each
+   rollout, `train_steps_per_rollout` steps per `num_envs` episodes finished (pymarl: after each batch of them).
+7. The replay buffer is checkpointed only with `--save-buffer`; a resume without it trains after a new batch.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -78,18 +67,14 @@ class Args:
     runs_dir: str = "runs"  # folder that holds one sub-folder per run
     save_model: bool = False  # if toggled, write a resumable checkpoint at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to continue from (pass the same flags as the original run)
-    save_buffer: bool = False
-    """with --save-model: checkpoints hold the replay buffer too (size: start-up line; 3m 0.2 GB, 3s5z 3.1 GB)"""
-
+    save_buffer: bool = False  # with --save-model, checkpoints hold the replay buffer too (3m 0.2 GB, 3s5z 3.1 GB)
     map_name: str = "3s5z"  # SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)
-    env_backend: Literal["smax", "sc2"] = "smax"
-    """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
+    env_backend: Literal["smax", "sc2"] = "smax"  # `smax`: pure-JAX SMAX, runs anywhere; `sc2`: StarCraft II via smacv2
     total_timesteps: int = 10_000_000  # total env steps (summed over parallel envs)
     num_envs: int = 8  # parallel envs (pymarl's parallel runner: 8)
     num_steps: int = 100  # steps per env per rollout (sc2 default: 400)
     eval_interval: int = 80_000  # env steps between greedy evaluations
     eval_episodes: int = 32  # episodes per evaluation
-
     learning_rate: float = 5e-4  # learning rate of agent network and mixer
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # RMSprop (alpha 0.99, eps 1e-5) as pymarl, or Adam (eps 1e-5)
     gamma: float = 0.99  # discount factor
@@ -102,15 +87,12 @@ class Args:
     epsilon_start: float = 1.0  # ε of ε-greedy at the start
     epsilon_finish: float = 0.05  # ε after the anneal
     epsilon_anneal_steps: int = 50_000  # env steps over which ε falls linearly
-    reward_scale: float | None = None
-    """factor on the reward the learner sees (default: 10 on SMAX, 1 on sc2; returns then reach 20 on both)"""
+    reward_scale: float | None = None  # factor on the learner's reward (default: 10 on SMAX, 1 on sc2)
     mixing_embed_dim: int = 32  # width of the mixing network
     hypernet_dim: int = 64  # hidden width of the hypernetworks
-
     # read by the shared argument handling: QMIX trains on whole episodes, never on chunks or minibatches
     data_chunk_length = 1
     num_minibatches = 1
-
     # computed after parsing
     batch_size: int = 0  # env steps per rollout (num_envs * num_steps)
     num_iterations: int = 0  # rollout + update iterations
@@ -121,17 +103,12 @@ MAP_PRESETS = {}
 
 
 def check_algo_args(args):
-    counts = (args.buffer_size, args.batch_episodes, args.train_steps_per_rollout, args.target_update_interval)
-    if min(*counts, args.epsilon_anneal_steps) < 1:
-        raise SystemExit(
-            "error: --buffer-size, --batch-episodes, --train-steps-per-rollout, --target-update-interval "
-            "and --epsilon-anneal-steps must be positive."
-        )
+    counts = "buffer_size batch_episodes train_steps_per_rollout target_update_interval epsilon_anneal_steps"
+    bad = [f"--{name.replace('_', '-')}" for name in counts.split() if getattr(args, name) < 1]
+    if bad:
+        raise SystemExit(f"error: {', '.join(bad)} must be positive.")
     if args.batch_episodes > args.buffer_size:
-        raise SystemExit(
-            f"error: --batch-episodes {args.batch_episodes} is larger than --buffer-size "
-            f"{args.buffer_size}; a batch is drawn from the buffer without replacement."
-        )
+        raise SystemExit(f"error: --batch-episodes is larger than --buffer-size {args.buffer_size}.")
     if args.save_buffer and not args.save_model:
         raise SystemExit("error: --save-buffer only adds the buffer to the checkpoints of --save-model; pass both.")
 
