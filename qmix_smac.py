@@ -445,12 +445,10 @@ class QMixer(nn.Module):
 
     def __init__(self, num_agents, state_dim, embed_dim, hypernet_dim):
         super().__init__()
-        self.num_agents, self.embed_dim = num_agents, embed_dim
-        self.hyper_w1 = nn.Sequential(
-            nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim * num_agents)
-        )
+        self.num_agents, self.embed_dim, h = num_agents, embed_dim, hypernet_dim
+        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, h), nn.ReLU(), nn.Linear(h, embed_dim * num_agents))
         self.hyper_b1 = nn.Linear(state_dim, embed_dim)
-        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim))
+        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, h), nn.ReLU(), nn.Linear(h, embed_dim))
         self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))  # V(s)
 
     def forward(self, agent_qs, state):
@@ -477,10 +475,9 @@ def epsilon_greedy(q, avail, epsilon):
 
 
 class EpisodeReplayBuffer:
-    """The last `capacity` finished episodes, each padded to `max_len` steps (pymarl's episode buffer)."""
+    """The last `capacity` finished episodes, padded to `max_len` steps; `fields`: {name: (per-step shape, dtype)}."""
 
     def __init__(self, capacity, max_len, fields):
-        """fields: {name: (per-step shape, dtype)}; `filled` and `terminated` are added."""
         fields = dict(fields, filled=((), torch.float32), terminated=((), torch.float32))
         self.data = {k: torch.zeros(capacity, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
         self.capacity, self.size, self.next = capacity, 0, 0
@@ -518,12 +515,10 @@ def double_q_values(q, target_q, avail):
 
 
 def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim):
-    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + gamma (1 - terminated_t) Q_tot^-(t+1);
-    batch: time-major whole episodes (L, B, ...) from their first step."""
+    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + γ (1 - terminated_t) Q_tot^-(t+1); batch time-major."""
     L, B, n = batch["actions"].shape
     x = batch["actor_x"].float().reshape(L, B * n, -1)
-    h0, starts = x.new_zeros(B * n, hidden_dim), x.new_zeros(L, B * n)
-    starts[0] = 1.0
+    h0, starts = x.new_zeros(B * n, hidden_dim), x.new_zeros(L, B * n)  # h0 = 0 is every episode's start
     state = batch["state"].float()
     q = agent(x, h0, starts)[0].view(L, B, n, -1)
     q_tot = mixer(q.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1), state)
