@@ -1,17 +1,14 @@
 # QMIX on SMAC (SMAX or StarCraft II). Documented in README.md, section "QMIX".
 """QMIX (Rashid et al., 2018) with parameter sharing on the StarCraft Multi-Agent Challenge, as in pymarl.
 
-One recurrent network gives every agent a Q-value per action; a mixing network, whose weights a hypernetwork
-computes from the global state and keeps non-negative, adds them up into a Q_tot that is monotonic in each
-agent's Q, so the agents' own greedy actions are the greedy joint action. Q_tot is learnt by double
-Q-learning on whole episodes replayed from a buffer, while ε-greedy agents collect new ones.
-Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
-`--env-backend sc2` to play the real game through smacv2.
+One recurrent network gives every agent a Q-value per action; a mixer, whose weights hypernetworks compute from the
+global state and keep non-negative, adds them into a Q_tot monotonic in each agent's Q, so the agents' greedy actions
+form the greedy joint action. Q_tot is learnt by double Q-learning on replayed episodes that ε-greedy agents collect.
+Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX) or add `--env-backend sc2` to play StarCraft II (smacv2).
 
 Implementation details (pymarl's `qmix.yaml`, `q_learner.py` and `qmix.py` unless stated)
-1. pymarl's networks and default init: the agent is Linear-ReLU, GRUCell(64), Linear on obs + one-hot id +
-   one-hot last action (under the PPO scripts' LayerNorm actor Q_tot diverges); the mixer's weights come from
-   Linear-ReLU-Linear hypernetworks (width 64, embedding 32), made non-negative by abs.
+1. pymarl's networks and default init (under the PPO scripts' LayerNorm actor Q_tot diverges): a GRU agent on
+   obs + one-hot id + one-hot last action; Linear-ReLU-Linear hypernetworks (width 64, embedding 32).
 2. ε-greedy, ε falling linearly from 1.0 to 0.05 over 50k env steps, explores uniformly over the available
    actions; unavailable actions get Q = -1e10 when acting and in the target's argmax.
 3. Replay: the last 5000 episodes, padded to the episode limit + 1 (SMAX ends a time-out one step late),
@@ -90,11 +87,8 @@ class Args:
     reward_scale: float | None = None  # factor on the learner's reward (default: 10 on SMAX, 1 on sc2)
     mixing_embed_dim: int = 32  # width of the mixing network
     hypernet_dim: int = 64  # hidden width of the hypernetworks
-    # read by the shared argument handling: QMIX trains on whole episodes, never on chunks or minibatches
-    data_chunk_length = 1
-    num_minibatches = 1
-    # computed after parsing
-    batch_size: int = 0  # env steps per rollout (num_envs * num_steps)
+    data_chunk_length = num_minibatches = 1  # for the shared argument handling: QMIX trains on whole episodes
+    batch_size: int = 0  # computed: env steps per rollout (num_envs * num_steps)
     num_iterations: int = 0  # rollout + update iterations
 
 
@@ -572,9 +566,8 @@ if __name__ == "__main__":
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
         raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
-    run_name = (
-        checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    )
+    new_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = checkpoint["run_name"] if checkpoint else new_name
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -586,7 +579,7 @@ if __name__ == "__main__":
     eval_envs = make_envs(args, num_eval_envs, args.seed + 10_000)
     n, A = envs.num_agents, envs.num_actions
     check_algo_args(args)
-    if args.reward_scale is None:  # detail 7
+    if args.reward_scale is None:  # detail 5
         args.reward_scale = 10.0 if args.env_backend == "smax" else 1.0
     actor_dim = envs.obs_dim + n + A
     agent = RNNAgent(actor_dim, A, args.hidden_dim).to(device)
@@ -597,7 +590,6 @@ if __name__ == "__main__":
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
     else:
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
-    # what a checkpoint saves and a resume loads with state_dict / load_state_dict
     modules = dict(agent=agent, mixer=mixer, target_agent=target_agent, target_mixer=target_mixer, optimizer=optimizer)
     fields = dict(actor_x=((n, actor_dim), torch.float16), state=((envs.state_dim,), torch.float16))  # detail 3
     fields.update(avail=((n, A), torch.bool), actions=((n,), torch.long), rewards=((), torch.float32))
@@ -622,11 +614,7 @@ if __name__ == "__main__":
             buffer.load_state_dict(checkpoint["buffer"])
             print(f"replay buffer restored: {buffer.size} episodes")
         else:
-            print(
-                f"the checkpoint holds no replay buffer (--save-buffer): it refills from new episodes, and training "
-                f"waits for {args.batch_episodes} of them"
-            )
-    rollouts_trained = episodes // args.num_envs
+            print("the checkpoint holds no replay buffer (--save-buffer): it refills; training waits for a new batch")
     if args.track:
         import wandb
 
@@ -634,25 +622,21 @@ if __name__ == "__main__":
         wandb_id = re.sub(r"[^\w-]", "-", run_name)[-64:]
         wandb.init(**wandb_args, id=wandb_id, resume="allow", sync_tensorboard=True, save_code=True)
     writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     T, E = args.num_steps, args.num_envs
     current = {k: torch.zeros(E, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
     ep_len, env_ids = torch.zeros(E, dtype=torch.long), torch.arange(E)
-    raw = envs.reset()
-    last_actions = torch.full((E, n), -1, dtype=torch.long)
+    raw, last_actions, starts = envs.reset(), torch.full((E, n), -1, dtype=torch.long), torch.ones(E)
     h = torch.zeros(E * n, args.hidden_dim, device=device)
-    starts = torch.ones(E)
     ep_return, recent_returns, recent_wins = np.zeros(E), [], []
     eval_win_rate, eval_return = float("nan"), float("nan")
     start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
 
     for iteration in range(start_iteration, args.num_iterations + 1):
         # ALGO LOGIC: rollout (ε-greedy; every finished episode enters the replay buffer)
-        t0 = time.time()
-        agent.eval()
+        t0, episodes_before = time.time(), episodes
         torch.set_num_threads(1)  # the env steps on the other core, as in the PPO scripts
         for _ in range(T):
             epsilon = epsilon_at(global_step, args)
@@ -683,9 +667,7 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: double-Q updates of agent and mixer (per `num_envs` finished episodes), target copies
         t0 = time.time()
-        agent.train()
-        rollouts = episodes // E - rollouts_trained
-        rollouts_trained += rollouts
+        rollouts = episodes // E - episodes_before // E  # `num_envs`-episode groups completed in this rollout
         num_updates = rollouts * args.train_steps_per_rollout if buffer.size >= args.batch_episodes else 0
         stats = defaultdict(list)
         for _ in range(num_updates):
@@ -709,17 +691,15 @@ if __name__ == "__main__":
         sps = int((global_step - start_step) / (time.time() - start_time))
         train_win = float(np.mean(recent_wins)) if recent_wins else float("nan")
         scalars = [(f"losses/{k}", np.mean(v)) for k, v in stats.items()]
-        scalars += [("charts/SPS", sps), ("charts/learning_rate", optimizer.param_groups[0]["lr"])]
-        scalars += [("charts/epsilon", epsilon), ("qmix/gradient_steps", gradient_steps)]
-        scalars += [("qmix/buffer_episodes", buffer.size), ("time/sampling_s", sampling_time)]
-        scalars += [("time/updating_s", updating_time)]
+        scalars += [("charts/SPS", sps), ("charts/epsilon", epsilon), ("qmix/gradient_steps", gradient_steps)]
+        scalars += [("charts/learning_rate", optimizer.param_groups[0]["lr"]), ("qmix/buffer_episodes", buffer.size)]
+        scalars += [("time/sampling_s", sampling_time), ("time/updating_s", updating_time)]
         if recent_wins:
             scalars += [("charts/episodic_return", np.mean(recent_returns)), ("charts/win_rate", train_win)]
         for tag, value in scalars:
             writer.add_scalar(tag, float(value), global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
-            agent.eval()
             eval_win_rate, eval_return = greedy_evaluation(agent, eval_envs, args.eval_episodes, args, device)
             writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
@@ -734,12 +714,9 @@ if __name__ == "__main__":
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
         elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
-        print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
-            f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
-            f"elapsed {elapsed} ETA {eta}",
-            flush=True,
-        )
+        line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
+        line += f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
+        print(f"{line}elapsed {elapsed} ETA {eta}", flush=True)
 
     summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
     summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
