@@ -624,12 +624,11 @@ if __name__ == "__main__":
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
-
     T, E = args.num_steps, args.num_envs
     current = {k: torch.zeros(E, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
     ep_len, env_ids = torch.zeros(E, dtype=torch.long), torch.arange(E)
-    raw, last_actions, starts = envs.reset(), torch.full((E, n), -1, dtype=torch.long), torch.ones(E)
-    h = torch.zeros(E * n, args.hidden_dim, device=device)
+    raw, last_actions = envs.reset(), torch.full((E, n), -1, dtype=torch.long)
+    h, starts = torch.zeros(E * n, args.hidden_dim, device=device), torch.ones(1, E * n, device=device)
     ep_return, recent_returns, recent_wins = np.zeros(E), [], []
     eval_win_rate, eval_return = float("nan"), float("nan")
     start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
@@ -642,8 +641,7 @@ if __name__ == "__main__":
             epsilon = epsilon_at(global_step, args)
             actor_x, _, avail, _ = agent_inputs(raw, last_actions, A)
             with torch.no_grad():
-                s = starts.to(device).repeat_interleave(n).unsqueeze(0)
-                q, h = agent(actor_x.view(1, E * n, -1).to(device), h, s)
+                q, h = agent(actor_x.view(1, E * n, -1).to(device), h, starts)
                 actions = epsilon_greedy(q.view(E, n, A), avail.to(device), epsilon).cpu()
             envs.step_async(actions.numpy())
             step_data = dict(actor_x=actor_x, state=torch.as_tensor(raw["state"]), avail=avail, actions=actions)
@@ -660,8 +658,8 @@ if __name__ == "__main__":
                 recent_returns.append(ep_return[e])
                 recent_wins.append(float(won[e]))
                 ep_return[e], ep_len[e] = 0.0, 0
-            done_t = torch.as_tensor(done)
-            last_actions, starts = torch.where(done_t.unsqueeze(-1), -1, actions), done_t.float()
+            last_actions = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
+            starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(n).unsqueeze(0)
         sampling_time = time.time() - t0
         torch.set_num_threads(torch_threads)
 
@@ -723,6 +721,5 @@ if __name__ == "__main__":
     summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    envs.close()
-    eval_envs.close()
-    writer.close()
+    for resource in (envs, eval_envs, writer):
+        resource.close()
