@@ -14,7 +14,7 @@ Implementation details (pymarl's `qmix.yaml`, `q_learner.py` and `qmix.py` unles
 3. Replay: the last 5000 episodes, padded to the episode limit + 1 (SMAX ends a time-out one step late),
    inputs and states as float16 (half the memory); batches of 32 episodes, the GRU unrolled from their start.
 4. Double Q-learning over the filled steps, hard target copies every 200 episodes. Every episode end is
-   terminal, as in the PPO scripts (pymarl bootstraps a time-out; the auto-reset leaves no state to do it).
+   terminal, as in the PPO scripts (pymarl bootstraps a time-out, but the auto-reset leaves no next state).
 5. `reward_scale` is 10 on SMAX, so that the learner's returns reach 20 as SMAC's do (not 2): at SMAX's scale
    overestimation swamps the action differences (no 3m win in 200k env steps). Logged returns are the env's.
 6. RMSprop (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10. 8 envs run continuously; after each
