@@ -1,39 +1,25 @@
 # QMIX on SMAC (SMAX or StarCraft II). Documented in README.md, section "QMIX".
 """QMIX (Rashid et al., 2018) with parameter sharing on the StarCraft Multi-Agent Challenge, as in pymarl.
 
-One recurrent network gives every agent a Q-value per action; a mixing network, whose weights a hypernetwork
-computes from the global state and keeps non-negative, adds them up into a Q_tot that is monotonic in each
-agent's Q, so the agents' own greedy actions are the greedy joint action. Q_tot is learnt by double
-Q-learning on whole episodes replayed from a buffer, while ε-greedy agents collect new ones.
-Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
-`--env-backend sc2` to play the real game through smacv2.
+One recurrent network gives every agent a Q-value per action; a mixer, whose weights hypernetworks compute from the
+global state and keep non-negative, adds them into a Q_tot monotonic in each agent's Q, so the agents' greedy actions
+form the greedy joint action. Q_tot is learnt by double Q-learning on replayed episodes that ε-greedy agents collect.
+Run: `python qmix_smac.py --map-name 3s5z --seed 1` (SMAX) or add `--env-backend sc2` to play StarCraft II (smacv2).
 
-Implementation details (pymarl's `qmix.yaml` / `qmix_beta.yaml`, `q_learner.py`, `qmix.py` unless stated)
-1. Networks are pymarl's, with PyTorch's default init. Agent, shared by all agents: Linear-ReLU, GRUCell(64),
-   Linear to one Q per action, on obs + one-hot id + one-hot last action (the PPO scripts' LayerNorm actor
-   makes Q_tot diverge under this mixer). Mixer: Q_tot = ELU(Q |W1(s)| + b1(s)) |W2(s)| + V(s), W1 and W2
-   from Linear-ReLU-Linear hypernetworks (width 64, embedding 32), s the env's global state.
-2. Unavailable actions get Q = -1e10 when acting and in the target's argmax; ε-greedy's random action is
-   uniform over the available ones. ε falls linearly from 1.0 to 0.05 over the first 50k env steps.
-3. Replay: the last 5000 finished episodes, padded to the episode limit + 1 (SMAX ends a time-out one step
-   after its `max_steps`), with `filled` and `terminated` masks. A batch is 32 episodes drawn without
-   replacement, cut to its longest; the GRU unrolls from each episode's first step. Inputs and states are
-   stored as float16 (one-hots exact, the rest to 3 digits): half the memory, 3s5z 3.1 GB instead of 6.2.
-4. Loss: double Q-learning, y_t = r_t + γ (1 - terminated_t) Q_tot^-(s_{t+1}, a*_{t+1}), a*_i = agent i's
-   online argmax over its available actions, valued by the target agent network and mixed by the target
-   mixer; the squared TD error is averaged over filled steps. Hard target copies every 200 episodes.
-5. Every episode end is terminal, as in the PPO scripts (pymarl bootstraps a time-out): the episode limit is
-   part of the task, and the env's auto-reset leaves no state after a time-out to bootstrap from.
-6. RMSprop over agent and mixer (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10; `--optimizer adam`
-   to compare (README.md, "QMIX").
-7. The learner's reward is the team reward times `reward_scale`: 10 on SMAX, whose returns reach 2, so that
-   they reach 20 as SMAC's do on StarCraft II (1 there). At SMAX's scale the overestimated max swamps the
-   differences between actions (no 3m win in 200k env steps). Logged returns are the env's.
-8. 8 envs (pymarl's parallel runner) run continuously. After each rollout, once the buffer holds a batch,
-   the learner takes `train_steps_per_rollout` gradient steps per `num_envs` episodes finished since the
-   last update (pymarl steps right after each batch of episodes).
-9. Checkpoints hold networks, targets, optimiser, RNG states and counters, and the replay buffer only with
-   `--save-buffer`; without it a resumed run collects `batch_episodes` new episodes before training again.
+Implementation details (pymarl's `qmix.yaml`, `q_learner.py` and `qmix.py` unless stated)
+1. pymarl's networks and default init (under the PPO scripts' LayerNorm actor Q_tot diverges): a GRU agent on
+   obs + one-hot id + one-hot last action; Linear-ReLU-Linear hypernetworks (width 64, embedding 32).
+2. ε-greedy, ε falling linearly from 1.0 to 0.05 over 50k env steps, explores uniformly over the available
+   actions; unavailable actions get Q = -1e10 when acting and in the target's argmax.
+3. Replay: the last 5000 episodes, padded to the episode limit + 1 (SMAX ends a time-out one step late),
+   inputs and states as float16 (half the memory); batches of 32 episodes, the GRU unrolled from their start.
+4. Double Q-learning over the filled steps, hard target copies every 200 episodes. Every episode end is
+   terminal, as in the PPO scripts (pymarl bootstraps a time-out, but the auto-reset leaves no next state).
+5. `reward_scale` is 10 on SMAX, so that the learner's returns reach 20 as SMAC's do (not 2): at SMAX's scale
+   overestimation swamps the action differences (no 3m win in 200k env steps). Logged returns are the env's.
+6. RMSprop (lr 5e-4, α 0.99, eps 1e-5), gradient norm clipped at 10. 8 envs run continuously; after each
+   rollout, `train_steps_per_rollout` steps per `num_envs` episodes finished (pymarl: after each batch of them).
+7. The replay buffer is checkpointed only with `--save-buffer`; a resume without it trains after a new batch.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -78,18 +64,14 @@ class Args:
     runs_dir: str = "runs"  # folder that holds one sub-folder per run
     save_model: bool = False  # if toggled, write a resumable checkpoint at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to continue from (pass the same flags as the original run)
-    save_buffer: bool = False
-    """with --save-model: checkpoints hold the replay buffer too (size: start-up line; 3m 0.2 GB, 3s5z 3.1 GB)"""
-
+    save_buffer: bool = False  # with --save-model, checkpoints hold the replay buffer too (3m 0.2 GB, 3s5z 3.1 GB)
     map_name: str = "3s5z"  # SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)
-    env_backend: Literal["smax", "sc2"] = "smax"
-    """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
+    env_backend: Literal["smax", "sc2"] = "smax"  # `smax`: pure-JAX SMAX, runs anywhere; `sc2`: StarCraft II via smacv2
     total_timesteps: int = 10_000_000  # total env steps (summed over parallel envs)
     num_envs: int = 8  # parallel envs (pymarl's parallel runner: 8)
     num_steps: int = 100  # steps per env per rollout (sc2 default: 400)
     eval_interval: int = 80_000  # env steps between greedy evaluations
     eval_episodes: int = 32  # episodes per evaluation
-
     learning_rate: float = 5e-4  # learning rate of agent network and mixer
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # RMSprop (alpha 0.99, eps 1e-5) as pymarl, or Adam (eps 1e-5)
     gamma: float = 0.99  # discount factor
@@ -102,17 +84,11 @@ class Args:
     epsilon_start: float = 1.0  # ε of ε-greedy at the start
     epsilon_finish: float = 0.05  # ε after the anneal
     epsilon_anneal_steps: int = 50_000  # env steps over which ε falls linearly
-    reward_scale: float | None = None
-    """factor on the reward the learner sees (default: 10 on SMAX, 1 on sc2; returns then reach 20 on both)"""
+    reward_scale: float | None = None  # factor on the learner's reward (default: 10 on SMAX, 1 on sc2)
     mixing_embed_dim: int = 32  # width of the mixing network
     hypernet_dim: int = 64  # hidden width of the hypernetworks
-
-    # read by the shared argument handling: QMIX trains on whole episodes, never on chunks or minibatches
-    data_chunk_length = 1
-    num_minibatches = 1
-
-    # computed after parsing
-    batch_size: int = 0  # env steps per rollout (num_envs * num_steps)
+    data_chunk_length = num_minibatches = 1  # for the shared argument handling: QMIX trains on whole episodes
+    batch_size: int = 0  # computed: env steps per rollout (num_envs * num_steps)
     num_iterations: int = 0  # rollout + update iterations
 
 
@@ -121,17 +97,12 @@ MAP_PRESETS = {}
 
 
 def check_algo_args(args):
-    counts = (args.buffer_size, args.batch_episodes, args.train_steps_per_rollout, args.target_update_interval)
-    if min(*counts, args.epsilon_anneal_steps) < 1:
-        raise SystemExit(
-            "error: --buffer-size, --batch-episodes, --train-steps-per-rollout, --target-update-interval "
-            "and --epsilon-anneal-steps must be positive."
-        )
+    counts = "buffer_size batch_episodes train_steps_per_rollout target_update_interval epsilon_anneal_steps"
+    bad = [f"--{name.replace('_', '-')}" for name in counts.split() if getattr(args, name) < 1]
+    if bad:
+        raise SystemExit(f"error: {', '.join(bad)} must be positive.")
     if args.batch_episodes > args.buffer_size:
-        raise SystemExit(
-            f"error: --batch-episodes {args.batch_episodes} is larger than --buffer-size "
-            f"{args.buffer_size}; a batch is drawn from the buffer without replacement."
-        )
+        raise SystemExit(f"error: --batch-episodes is larger than --buffer-size {args.buffer_size}.")
     if args.save_buffer and not args.save_model:
         raise SystemExit("error: --save-buffer only adds the buffer to the checkpoints of --save-model; pass both.")
 
@@ -468,12 +439,10 @@ class QMixer(nn.Module):
 
     def __init__(self, num_agents, state_dim, embed_dim, hypernet_dim):
         super().__init__()
-        self.num_agents, self.embed_dim = num_agents, embed_dim
-        self.hyper_w1 = nn.Sequential(
-            nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim * num_agents)
-        )
+        self.num_agents, self.embed_dim, h = num_agents, embed_dim, hypernet_dim
+        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, h), nn.ReLU(), nn.Linear(h, embed_dim * num_agents))
         self.hyper_b1 = nn.Linear(state_dim, embed_dim)
-        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim))
+        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, h), nn.ReLU(), nn.Linear(h, embed_dim))
         self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))  # V(s)
 
     def forward(self, agent_qs, state):
@@ -500,10 +469,9 @@ def epsilon_greedy(q, avail, epsilon):
 
 
 class EpisodeReplayBuffer:
-    """The last `capacity` finished episodes, each padded to `max_len` steps (pymarl's episode buffer)."""
+    """The last `capacity` finished episodes, padded to `max_len` steps; `fields`: {name: (per-step shape, dtype)}."""
 
     def __init__(self, capacity, max_len, fields):
-        """fields: {name: (per-step shape, dtype)}; `filled` and `terminated` are added."""
         fields = dict(fields, filled=((), torch.float32), terminated=((), torch.float32))
         self.data = {k: torch.zeros(capacity, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
         self.capacity, self.size, self.next = capacity, 0, 0
@@ -541,12 +509,10 @@ def double_q_values(q, target_q, avail):
 
 
 def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim):
-    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + gamma (1 - terminated_t) Q_tot^-(t+1);
-    batch: time-major whole episodes (L, B, ...) from their first step."""
+    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + γ (1 - terminated_t) Q_tot^-(t+1); batch time-major."""
     L, B, n = batch["actions"].shape
     x = batch["actor_x"].float().reshape(L, B * n, -1)
-    h0, starts = x.new_zeros(B * n, hidden_dim), x.new_zeros(L, B * n)
-    starts[0] = 1.0
+    h0, starts = x.new_zeros(B * n, hidden_dim), x.new_zeros(L, B * n)  # h0 = 0 is every episode's start
     state = batch["state"].float()
     q = agent(x, h0, starts)[0].view(L, B, n, -1)
     q_tot = mixer(q.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1), state)
@@ -600,9 +566,8 @@ if __name__ == "__main__":
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
         raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
-    run_name = (
-        checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    )
+    new_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = checkpoint["run_name"] if checkpoint else new_name
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -614,7 +579,7 @@ if __name__ == "__main__":
     eval_envs = make_envs(args, num_eval_envs, args.seed + 10_000)
     n, A = envs.num_agents, envs.num_actions
     check_algo_args(args)
-    if args.reward_scale is None:  # detail 7
+    if args.reward_scale is None:  # detail 5
         args.reward_scale = 10.0 if args.env_backend == "smax" else 1.0
     actor_dim = envs.obs_dim + n + A
     agent = RNNAgent(actor_dim, A, args.hidden_dim).to(device)
@@ -625,7 +590,6 @@ if __name__ == "__main__":
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
     else:
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
-    # what a checkpoint saves and a resume loads with state_dict / load_state_dict
     modules = dict(agent=agent, mixer=mixer, target_agent=target_agent, target_mixer=target_mixer, optimizer=optimizer)
     fields = dict(actor_x=((n, actor_dim), torch.float16), state=((envs.state_dim,), torch.float16))  # detail 3
     fields.update(avail=((n, A), torch.bool), actions=((n,), torch.long), rewards=((), torch.float32))
@@ -650,11 +614,7 @@ if __name__ == "__main__":
             buffer.load_state_dict(checkpoint["buffer"])
             print(f"replay buffer restored: {buffer.size} episodes")
         else:
-            print(
-                f"the checkpoint holds no replay buffer (--save-buffer): it refills from new episodes, and training "
-                f"waits for {args.batch_episodes} of them"
-            )
-    rollouts_trained = episodes // args.num_envs
+            print("the checkpoint holds no replay buffer (--save-buffer): it refills; training waits for a new batch")
     if args.track:
         import wandb
 
@@ -662,32 +622,26 @@ if __name__ == "__main__":
         wandb_id = re.sub(r"[^\w-]", "-", run_name)[-64:]
         wandb.init(**wandb_args, id=wandb_id, resume="allow", sync_tensorboard=True, save_code=True)
     writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
-
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     T, E = args.num_steps, args.num_envs
     current = {k: torch.zeros(E, max_len, *shape, dtype=dtype) for k, (shape, dtype) in fields.items()}
     ep_len, env_ids = torch.zeros(E, dtype=torch.long), torch.arange(E)
-    raw = envs.reset()
-    last_actions = torch.full((E, n), -1, dtype=torch.long)
-    h = torch.zeros(E * n, args.hidden_dim, device=device)
-    starts = torch.ones(E)
+    raw, last_actions = envs.reset(), torch.full((E, n), -1, dtype=torch.long)
+    h, starts = torch.zeros(E * n, args.hidden_dim, device=device), torch.ones(1, E * n, device=device)
     ep_return, recent_returns, recent_wins = np.zeros(E), [], []
     eval_win_rate, eval_return = float("nan"), float("nan")
     start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
 
     for iteration in range(start_iteration, args.num_iterations + 1):
         # ALGO LOGIC: rollout (ε-greedy; every finished episode enters the replay buffer)
-        t0 = time.time()
-        agent.eval()
+        t0, episodes_before = time.time(), episodes
         torch.set_num_threads(1)  # the env steps on the other core, as in the PPO scripts
         for _ in range(T):
             epsilon = epsilon_at(global_step, args)
             actor_x, _, avail, _ = agent_inputs(raw, last_actions, A)
             with torch.no_grad():
-                s = starts.to(device).repeat_interleave(n).unsqueeze(0)
-                q, h = agent(actor_x.view(1, E * n, -1).to(device), h, s)
+                q, h = agent(actor_x.view(1, E * n, -1).to(device), h, starts)
                 actions = epsilon_greedy(q.view(E, n, A), avail.to(device), epsilon).cpu()
             envs.step_async(actions.numpy())
             step_data = dict(actor_x=actor_x, state=torch.as_tensor(raw["state"]), avail=avail, actions=actions)
@@ -704,16 +658,14 @@ if __name__ == "__main__":
                 recent_returns.append(ep_return[e])
                 recent_wins.append(float(won[e]))
                 ep_return[e], ep_len[e] = 0.0, 0
-            done_t = torch.as_tensor(done)
-            last_actions, starts = torch.where(done_t.unsqueeze(-1), -1, actions), done_t.float()
+            last_actions = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
+            starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(n).unsqueeze(0)
         sampling_time = time.time() - t0
         torch.set_num_threads(torch_threads)
 
         # ALGO LOGIC: double-Q updates of agent and mixer (per `num_envs` finished episodes), target copies
         t0 = time.time()
-        agent.train()
-        rollouts = episodes // E - rollouts_trained
-        rollouts_trained += rollouts
+        rollouts = episodes // E - episodes_before // E  # `num_envs`-episode groups completed in this rollout
         num_updates = rollouts * args.train_steps_per_rollout if buffer.size >= args.batch_episodes else 0
         stats = defaultdict(list)
         for _ in range(num_updates):
@@ -737,17 +689,15 @@ if __name__ == "__main__":
         sps = int((global_step - start_step) / (time.time() - start_time))
         train_win = float(np.mean(recent_wins)) if recent_wins else float("nan")
         scalars = [(f"losses/{k}", np.mean(v)) for k, v in stats.items()]
-        scalars += [("charts/SPS", sps), ("charts/learning_rate", optimizer.param_groups[0]["lr"])]
-        scalars += [("charts/epsilon", epsilon), ("qmix/gradient_steps", gradient_steps)]
-        scalars += [("qmix/buffer_episodes", buffer.size), ("time/sampling_s", sampling_time)]
-        scalars += [("time/updating_s", updating_time)]
+        scalars += [("charts/SPS", sps), ("charts/epsilon", epsilon), ("qmix/gradient_steps", gradient_steps)]
+        scalars += [("charts/learning_rate", optimizer.param_groups[0]["lr"]), ("qmix/buffer_episodes", buffer.size)]
+        scalars += [("time/sampling_s", sampling_time), ("time/updating_s", updating_time)]
         if recent_wins:
             scalars += [("charts/episodic_return", np.mean(recent_returns)), ("charts/win_rate", train_win)]
         for tag, value in scalars:
             writer.add_scalar(tag, float(value), global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
-            agent.eval()
             eval_win_rate, eval_return = greedy_evaluation(agent, eval_envs, args.eval_episodes, args, device)
             writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
@@ -762,18 +712,14 @@ if __name__ == "__main__":
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
         elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
-        print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
-            f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
-            f"elapsed {elapsed} ETA {eta}",
-            flush=True,
-        )
+        line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
+        line += f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
+        print(f"{line}elapsed {elapsed} ETA {eta}", flush=True)
 
     summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
     summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
     summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    envs.close()
-    eval_envs.close()
-    writer.close()
+    for resource in (envs, eval_envs, writer):
+        resource.close()
