@@ -22,6 +22,7 @@ Implementation details
 
 # TRY NOT TO MODIFY: imports
 import contextlib
+import datetime
 import json
 import math
 import multiprocessing as mp
@@ -38,8 +39,7 @@ from typing import Literal
 from unittest import mock
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
-    # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
-    # implementation loads them, and it must be chosen before anything (TensorBoard) imports protobuf
+    # StarCraft II's s2clientprotocol needs protobuf's pure-Python implementation, chosen before TensorBoard loads
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import numpy as np
@@ -62,16 +62,13 @@ class Args:
     runs_dir: str = "runs"  # folder that holds one sub-folder per run
     save_model: bool = False  # if toggled, write a resumable checkpoint at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to continue from (pass the same flags as the original run)
-
     map_name: str = "3s5z"  # SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)
-    env_backend: Literal["smax", "sc2"] = "smax"
-    """`smax`: pure-JAX SMAX, runs anywhere; `sc2`: the real StarCraft II through smacv2"""
+    env_backend: Literal["smax", "sc2"] = "smax"  # smax: pure-JAX SMAX, runs anywhere; sc2: StarCraft II (smacv2)
     total_timesteps: int = 10_000_000  # total env steps (summed over parallel envs)
     num_envs: int = 32  # parallel envs (sc2 default: 8)
     num_steps: int = 100  # steps per env per rollout (sc2 default: 400)
     eval_interval: int = 80_000  # env steps between greedy evaluations
     eval_episodes: int = 32  # episodes per evaluation
-
     learning_rate: float = 5e-4  # actor learning rate
     critic_learning_rate: float = 5e-4  # critic learning rate
     gamma: float = 0.99  # discount factor
@@ -85,7 +82,6 @@ class Args:
     hidden_dim: int = 64  # width of every hidden layer
     recurrent: bool = True  # GRU actor and critic; `--no-recurrent` for MLPs
     data_chunk_length: int = 10  # length of the sequences the GRU is trained on
-
     # ALGO LOGIC: algorithm flags
     num_blocks: int = 2  # contiguous blocks the agent order is split into (stages per outer epoch)
 
@@ -141,55 +137,38 @@ SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole 
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
     "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
 }
-SMACV2_MAPS = [
-    f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]
-]
+SMACV2_MAPS = [f"{r}_{size}" for r in SMACV2_UNITS for size in "5_vs_5 10_vs_10 10_vs_11 20_vs_20 20_vs_23".split()]
 SC2_INSTALL = (
     "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
-    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
-    "(see README.md, 'StarCraft II backend')"
+    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH (README.md, 'StarCraft II backend')"
 )
-
-
-def user_gave(name, argv):
-    """Whether argv sets the field `name`: --a-name, --a_name, --no-a-name or --no-a_name, with or without =value."""
-    flags = {f"--{no}{spelling}" for no in ("", "no-") for spelling in (name, name.replace("_", "-"))}
-    return any(a.split("=")[0] in flags for a in argv)
 
 
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = tyro.cli(Args, args=argv)
     for presets, key in ((BACKEND_PRESETS, args.env_backend), (MAP_PRESETS, args.map_name)):
-        for name, value in presets.get(key, {}).items():
-            if not user_gave(name, argv):
+        for name, value in presets.get(key, {}).items():  # a preset fills a field only if argv does not set it
+            flags = {f"--{no}{spelling}" for no in ("", "no-") for spelling in (name, name.replace("_", "-"))}
+            if not any(a.split("=")[0] in flags for a in argv):
                 setattr(args, name, value)
     smax, sc2_maps = args.env_backend == "smax", SC2_CLASSIC_MAPS + SMACV2_MAPS
-    if smax and args.map_name in sc2_maps and args.map_name not in SMAX_EPISODE_LIMITS:
-        raise SystemExit(
-            f"error: map '{args.map_name}' cannot be modelled by SMAX (no medivacs, colossi, banelings, "
-            f"shields or terrain). Run it on StarCraft II with --env-backend sc2, or pick a SMAX map: "
-            f"{', '.join(SMAX_EPISODE_LIMITS)}."
-        )
     maps = list(SMAX_EPISODE_LIMITS) if smax else sc2_maps
     if args.map_name not in maps:
-        backend = "SMAX" if smax else "StarCraft II"
-        raise SystemExit(f"error: unknown map '{args.map_name}'. {backend} maps: {', '.join(maps)}.")
-    if args.num_steps % args.data_chunk_length != 0:
-        raise SystemExit(
-            f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length "
-            f"{args.data_chunk_length}. Pick values where it is (e.g. --num-steps 100 --data-chunk-length 10)."
-        )
-    num_sequences = args.num_envs * args.num_steps // args.data_chunk_length
-    if args.num_minibatches < 1 or num_sequences % args.num_minibatches != 0:
-        raise SystemExit(
-            f"error: --num-minibatches {args.num_minibatches} does not divide the {num_sequences} training "
-            f"sequences (num_envs * num_steps / data_chunk_length). Use a divisor of {num_sequences}."
-        )
+        problem = f"unknown map '{args.map_name}'"
+        if smax and args.map_name in sc2_maps:
+            problem = f"SMAX lacks the units or terrain of '{args.map_name}': run it with --env-backend sc2"
+        raise SystemExit(f"error: {problem}. {'SMAX' if smax else 'StarCraft II'} maps: {', '.join(maps)}.")
+    chunk, minibatches = args.data_chunk_length, args.num_minibatches
+    num_sequences = args.num_envs * args.num_steps // chunk
+    if args.num_steps % chunk:
+        raise SystemExit(f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length {chunk}.")
+    if minibatches < 1 or num_sequences % minibatches:
+        raise SystemExit(f"error: --num-minibatches {minibatches} does not divide the {num_sequences} sequences.")
     if min(args.num_envs, args.num_steps, args.eval_episodes, args.total_timesteps) < 1:
         raise SystemExit("error: --num-envs, --num-steps, --eval-episodes and --total-timesteps must be positive.")
     args.batch_size = args.num_envs * args.num_steps
-    args.minibatch_size = num_sequences // args.num_minibatches
+    args.minibatch_size = num_sequences // minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
     return args
 
@@ -209,10 +188,10 @@ class SMAXVecEnv:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax_smax"))
         if "8m_vs_9m" not in MAP_NAME_TO_SCENARIO:
             register_scenario("8m_vs_9m", Scenario(jnp.zeros((17,), dtype=jnp.uint8), 8, 9, False, False))
-        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=SMAX_EPISODE_LIMITS[map_name])
+        self.episode_limit = SMAX_EPISODE_LIMITS[map_name]
+        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=self.episode_limit)
         n, agents = env.num_allies, env.agents
         self.num_envs, self.num_agents, self.num_actions = num_envs, n, env.action_spaces[agents[0]].n
-        self.episode_limit = SMAX_EPISODE_LIMITS[map_name]
         # world state = per unit [health, x, y, cooldown, type one-hot] + teams + types: bring to ~[0, 1]
         per_unit = np.ones(len(env.own_features), dtype=np.float32)
         per_unit[1:3] = 1.0 / env.map_width
@@ -222,7 +201,7 @@ class SMAXVecEnv:
 
         def observe(state):
             obs, avail = env.get_obs(state), env.get_avail_actions(state)
-            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(jnp.bool_)
+            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(bool)
             alive = state.state.unit_alive[:n]
             return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail, alive=alive)
 
@@ -234,8 +213,7 @@ class SMAXVecEnv:
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
-            joint_action = {a: actions[i] for i, a in enumerate(agents)}
-            _, next_state, rewards, dones, _ = env.step_env(step_key, state, joint_action)
+            _, next_state, rewards, dones, _ = env.step_env(step_key, state, dict(zip(agents, actions)))
             done = dones["__all__"]
             alive = next_state.state.unit_alive
             won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
@@ -243,8 +221,9 @@ class SMAXVecEnv:
             return state, observe(state), rewards[agents[0]], done, won
 
         def reset_all(key):
-            states = jax.vmap(reset_one)(jax.random.split(key, num_envs))
-            return states, jax.vmap(observe)(states)
+            key, sub = jax.random.split(key)
+            states = jax.vmap(reset_one)(jax.random.split(sub, num_envs))
+            return key, states, jax.vmap(observe)(states)
 
         def step_all(key, states, actions):
             key, sub = jax.random.split(key)
@@ -253,14 +232,10 @@ class SMAXVecEnv:
         self.step_all = step_all  # (key, states, actions) -> (key, states, obs, reward, done, won), for benchmarks
         self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
         self._key = jax.random.PRNGKey(seed)
-        probe = jax.eval_shape(lambda k: observe(reset_one(k)), self._key)
-        self.obs_dim, self.state_dim = probe["obs"].shape[-1], probe["state"].shape[-1]
+        self.obs_dim, self.state_dim = env.observation_spaces[agents[0]].shape[0], env.state_size
 
     def reset(self):
-        import jax
-
-        self._key, sub = jax.random.split(self._key)
-        self._states, obs = self._reset(sub)
+        self._key, self._states, obs = self._reset(self._key)
         return {k: np.array(v) for k, v in obs.items()}
 
     def step_async(self, actions):
@@ -276,8 +251,7 @@ class SMAXVecEnv:
 
 
 def make_sc2_env(map_name, seed):
-    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario with the settings of smacv2's
-    sc2_gen_{race}.yaml (units' own attack and sight ranges, own position observed)."""
+    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario as smacv2's sc2_gen_{race}.yaml."""
     from smacv2.env import StarCraft2Env, StarCraftCapabilityEnvWrapper
 
     if map_name not in SMACV2_MAPS:
@@ -288,9 +262,8 @@ def make_sc2_env(map_name, seed):
     team_gen["exception_unit_types"] = exceptions
     start = dict(dist_type="surrounded_and_reflect", p=0.5, map_x=32, map_y=32)
     config = dict(n_units=int(allies), n_enemies=int(enemies), team_gen=team_gen, start_positions=start)
-    return StarCraftCapabilityEnvWrapper(
-        capability_config=config, map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True
-    )
+    settings = dict(map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True)
+    return StarCraftCapabilityEnvWrapper(capability_config=config, **settings)
 
 
 def sc2_observe(env, reward=0.0, done=False, won=False):
@@ -301,12 +274,9 @@ def sc2_observe(env, reward=0.0, done=False, won=False):
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
-    """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
-    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A game that raises is closed and rebuilt
-    with a new seed, and the step is answered as a terminal, not-won step with the new game's first observation;
-    if the rebuilt game fails to start, the error is sent back instead. The game is closed whenever the worker
-    ends: on "close", after an error, on SIGTERM or Ctrl-C, and when the trainer is gone (its end of the pipe
-    closed, or this process orphaned)."""
+    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
+    that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
+    The game is closed however the worker ends: "close", an error, SIGTERM, Ctrl-C or the trainer gone."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
@@ -321,15 +291,11 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
             if msg["cmd"] == "close":
                 break
             try:
-                if msg["cmd"] == "reset":
+                reward, terminated, info = env.step(msg["actions"]) if msg["cmd"] == "step" else (0.0, False, {})
+                if terminated or msg["cmd"] == "reset":
                     env.reset()
-                    answer = sc2_observe(env)
-                else:
-                    reward, terminated, info = env.step(msg["actions"])
-                    if terminated:
-                        env.reset()
-                    won = bool(terminated and info.get("battle_won", False))
-                    answer = sc2_observe(env, float(reward), bool(terminated), won)
+                won = bool(terminated and info.get("battle_won", False))
+                answer = sc2_observe(env, float(reward), bool(terminated), won)
             except Exception:
                 print(f"warning: StarCraft II game (seed {seed}) crashed; restarting it and ending its episode.")
                 print(traceback.format_exc(), flush=True)
@@ -337,7 +303,7 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 env, seed = None, seed + 100_000
                 env = env_fn(map_name, seed)
                 env.reset()
-                answer = dict(sc2_observe(env, done=True), crashed=True)
+                answer = sc2_observe(env, done=True)
             remote.send(answer)
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
@@ -351,11 +317,11 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
 
 
 class SC2VecEnv:
-    """One StarCraft II game per subprocess (sc2_worker), all stepped at once; `restarts` counts crashed games."""
+    """One StarCraft II game per subprocess (sc2_worker), all stepped at once."""
 
     def __init__(self, map_name, num_envs, seed, env_fn=None):
         ctx = mp.get_context("fork")
-        self.num_envs, self.restarts, self.workers = num_envs, 0, []
+        self.num_envs, self.workers = num_envs, []
         for i in range(num_envs):
             remote, child = ctx.Pipe()
             args = (child, remote, env_fn or make_sc2_env, map_name, seed + 1000 * i)
@@ -387,7 +353,6 @@ class SC2VecEnv:
 
     def step_wait(self):
         msgs = [self._recv(i) for i in range(self.num_envs)]
-        self.restarts += sum(m.get("crashed", False) for m in msgs)
         obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
         reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
         return obs, reward.astype(np.float32), done, won
@@ -425,9 +390,9 @@ def agent_inputs(raw, last_actions, num_actions):
 
 
 # TRY NOT TO MODIFY: networks
-def layer_init(layer, std=2**0.5, bias_const=0.0):
-    torch.nn.init.orthogonal_(layer.weight, std)
-    torch.nn.init.constant_(layer.bias, bias_const)
+def layer_init(layer, std=2**0.5):
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.zeros_(layer.bias)
     return layer
 
 
@@ -436,15 +401,10 @@ class RecurrentMLP(nn.Module):
 
     def __init__(self, in_dim, out_dim, hidden, recurrent, head_std):
         super().__init__()
-        self.base = nn.Sequential(
-            nn.LayerNorm(in_dim),
-            layer_init(nn.Linear(in_dim, hidden)),
-            nn.ReLU(),
-            nn.LayerNorm(hidden),
-            layer_init(nn.Linear(hidden, hidden)),
-            nn.ReLU(),
-            nn.LayerNorm(hidden),
-        )
+        layers = [nn.LayerNorm(in_dim)]
+        for d in (in_dim, hidden):
+            layers += [layer_init(nn.Linear(d, hidden)), nn.ReLU(), nn.LayerNorm(hidden)]
+        self.base = nn.Sequential(*layers)
         self.gru = nn.GRUCell(hidden, hidden) if recurrent else None
         if recurrent:
             for name, p in self.gru.named_parameters():
@@ -482,12 +442,11 @@ def normalize_advantages(advantages, alive):
 class ValueNorm(nn.Module):
     """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
 
-    def __init__(self, shape=(), beta=0.99999, var_floor=1e-2):
+    def __init__(self, beta=0.99999, var_floor=1e-2):
         super().__init__()
         self.beta, self.var_floor = beta, var_floor
-        self.register_buffer("running_mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("running_mean_sq", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("debiasing_term", torch.zeros((), dtype=torch.float64))
+        for name in ("running_mean", "running_mean_sq", "debiasing_term"):
+            self.register_buffer(name, torch.zeros((), dtype=torch.float64))
 
     def mean_var(self):
         debias = self.debiasing_term.clamp(min=1e-5)
@@ -497,9 +456,8 @@ class ValueNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, x):
-        x = x.detach().double().reshape(-1, *self.running_mean.shape)
-        self.running_mean.mul_(self.beta).add_(x.mean(0) * (1 - self.beta))
-        self.running_mean_sq.mul_(self.beta).add_((x**2).mean(0) * (1 - self.beta))
+        self.running_mean.mul_(self.beta).add_(x.double().mean() * (1 - self.beta))
+        self.running_mean_sq.mul_(self.beta).add_((x.double() ** 2).mean() * (1 - self.beta))
         self.debiasing_term.mul_(self.beta).add_(1 - self.beta)
 
     def normalize(self, x):
@@ -511,16 +469,11 @@ class ValueNorm(nn.Module):
         return x * var.sqrt() + mean
 
 
-def huber(x, delta):
-    """Huber loss on both tails: x^2/2 inside |x| <= delta, delta*(|x| - delta/2) outside."""
-    a = x.abs()
-    return torch.where(a <= delta, 0.5 * x**2, delta * (a - 0.5 * delta))
-
-
 def value_loss_fn(new_values, old_values, returns_norm, clip_coef, huber_delta):
     """max(Huber(V - R), Huber(V_clip - R)), V_clip = V_old + clamp(V - V_old, -eps, eps); plain mean."""
     clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
-    return torch.max(huber(new_values - returns_norm, huber_delta), huber(clipped - returns_norm, huber_delta)).mean()
+    plain = nn.functional.huber_loss(new_values, returns_norm, reduction="none", delta=huber_delta)
+    return torch.max(plain, nn.functional.huber_loss(clipped, returns_norm, reduction="none", delta=huber_delta)).mean()
 
 
 def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
@@ -552,8 +505,7 @@ def to_chunks(x, chunk):
 
 def chunk_starts(x, chunk):
     """(T, E, ...) -> (C*E, ...): the entry at the first step of every chunk."""
-    T, E = x.shape[:2]
-    return x.reshape(T // chunk, chunk, E, *x.shape[2:])[:, 0].reshape((T // chunk) * E, *x.shape[2:])
+    return to_chunks(x, chunk)[0]
 
 
 def evaluate_sequences(actor, critic, mb):
@@ -591,23 +543,19 @@ def greedy_evaluation(actor, envs, episodes, args, device):
 
 
 def save_checkpoint(path, **state):
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # atomic: a run killed while saving keeps its previous checkpoint
 
 
 if __name__ == "__main__":
     # TRY NOT TO MODIFY: setup
-    import datetime  # here, not with the imports that qmix_smac.py shares verbatim
-
     args = parse_args()
     try:
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
         raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
-    run_name = (
-        checkpoint["run_name"] if checkpoint else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    )
+    run_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = checkpoint["run_name"] if checkpoint else run_name
     run_dir = os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -645,10 +593,8 @@ if __name__ == "__main__":
         run_id = re.sub(r"[^\w-]", "-", run_name)[-64:]  # a resumed run continues its wandb run
         wandb.init(**run, id=run_id, resume="allow", sync_tensorboard=True, save_code=True)
     writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
-
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     T, E, L, H = args.num_steps, args.num_envs, args.data_chunk_length, args.hidden_dim
     shapes = dict(actor_x=[n, actor_dim], critic_x=[n, critic_dim], avail=[n, A], actions=[n], logprobs=[n], values=[n])
     shapes.update(alive=[n], h_actor=[n, H], h_critic=[n, H], starts=[], rewards=[], continues=[])
@@ -659,12 +605,9 @@ if __name__ == "__main__":
     ep_return, recent_returns, recent_wins = np.zeros(E), [], []
     eval_win_rate, eval_return = float("nan"), float("nan")
     start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
-
     for iteration in range(start_iteration, args.num_iterations + 1):
         # TRY NOT TO MODIFY: rollout
         t0 = time.time()
-        actor.eval()
-        critic.eval()
         torch.set_num_threads(1)  # the env steps on the other core (3s5z: 6.3k instead of 5.2k env steps/s)
         for step in range(T):
             actor_x, critic_x, avail, alive = agent_inputs(raw, last_actions, A)
@@ -695,7 +638,6 @@ if __name__ == "__main__":
             next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n)
         sampling_time = time.time() - t0
         torch.set_num_threads(torch_threads)
-
         # ALGO LOGIC: advantages and the sequential HAPPO update (random order, cumulative blocks)
         t0 = time.time()
         actor.train()
@@ -749,13 +691,12 @@ if __name__ == "__main__":
         updating_time = time.time() - t0
 
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
-        sampling_total += sampling_time
-        updating_total += updating_time
+        sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
         sps = int((global_step - start_step) / (time.time() - start_time))
         var_returns = returns.var()
         explained_var = float("nan") if var_returns == 0 else (1 - (returns - values_denorm).var() / var_returns).item()
         train_win = float(np.mean(recent_wins)) if recent_wins else float("nan")
-        scalars = [(k if "/" in k else f"losses/{k}", np.mean(v)) for k, v in stats.items() if v]
+        scalars = [(k if "/" in k else f"losses/{k}", np.mean(v)) for k, v in stats.items()]
         scalars += [("losses/explained_variance", explained_var), ("charts/SPS", sps)]
         scalars += [("charts/learning_rate", actor_optimizer.param_groups[0]["lr"])]
         scalars += [("time/sampling_s", sampling_time), ("time/updating_s", updating_time)]
@@ -765,7 +706,6 @@ if __name__ == "__main__":
             writer.add_scalar(tag, value, global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
-            actor.eval()
             eval_win_rate, eval_return = greedy_evaluation(actor, eval_envs, args.eval_episodes, args, device)
             writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
@@ -784,12 +724,10 @@ if __name__ == "__main__":
             f"elapsed {datetime.timedelta(seconds=int(elapsed))} ETA {datetime.timedelta(seconds=int(eta))}",
             flush=True,
         )
-
     summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
     summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
     summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    envs.close()
-    eval_envs.close()
-    writer.close()
+    for resource in (envs, eval_envs, writer):
+        resource.close()

@@ -24,6 +24,7 @@ Implementation details (pymarl's `qmix.yaml`, `q_learner.py` and `qmix.py` unles
 
 # TRY NOT TO MODIFY: imports
 import contextlib
+import datetime
 import json
 import math
 import multiprocessing as mp
@@ -40,8 +41,7 @@ from typing import Literal
 from unittest import mock
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
-    # StarCraft II's protocol modules (s2clientprotocol) predate protobuf 3.19: only protobuf's pure-Python
-    # implementation loads them, and it must be chosen before anything (TensorBoard) imports protobuf
+    # StarCraft II's s2clientprotocol needs protobuf's pure-Python implementation, chosen before TensorBoard loads
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import numpy as np
@@ -122,55 +122,38 @@ SMACV2_UNITS = {  # race: (unit types, weights, types that may not fill a whole 
     "terran": (["marine", "marauder", "medivac"], [0.45, 0.45, 0.1], ["medivac"]),
     "zerg": (["zergling", "baneling", "hydralisk"], [0.45, 0.1, 0.45], ["baneling"]),
 }
-SMACV2_MAPS = [
-    f"{race}_{a}_vs_{b}" for race in SMACV2_UNITS for a, b in [(5, 5), (10, 10), (10, 11), (20, 20), (20, 23)]
-]
+SMACV2_MAPS = [f"{r}_{size}" for r in SMACV2_UNITS for size in "5_vs_5 10_vs_10 10_vs_11 20_vs_20 20_vs_23".split()]
 SC2_INSTALL = (
     "In this repository run pip install --no-deps -r requirements-sc2.txt git+https://github.com/oxwhirl/smacv2.git, "
-    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH=/path/to/StarCraftII "
-    "(see README.md, 'StarCraft II backend')"
+    "install StarCraft II 4.10 with the SMAC maps and export SC2PATH (README.md, 'StarCraft II backend')"
 )
-
-
-def user_gave(name, argv):
-    """Whether argv sets the field `name`: --a-name, --a_name, --no-a-name or --no-a_name, with or without =value."""
-    flags = {f"--{no}{spelling}" for no in ("", "no-") for spelling in (name, name.replace("_", "-"))}
-    return any(a.split("=")[0] in flags for a in argv)
 
 
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = tyro.cli(Args, args=argv)
     for presets, key in ((BACKEND_PRESETS, args.env_backend), (MAP_PRESETS, args.map_name)):
-        for name, value in presets.get(key, {}).items():
-            if not user_gave(name, argv):
+        for name, value in presets.get(key, {}).items():  # a preset fills a field only if argv does not set it
+            flags = {f"--{no}{spelling}" for no in ("", "no-") for spelling in (name, name.replace("_", "-"))}
+            if not any(a.split("=")[0] in flags for a in argv):
                 setattr(args, name, value)
     smax, sc2_maps = args.env_backend == "smax", SC2_CLASSIC_MAPS + SMACV2_MAPS
-    if smax and args.map_name in sc2_maps and args.map_name not in SMAX_EPISODE_LIMITS:
-        raise SystemExit(
-            f"error: map '{args.map_name}' cannot be modelled by SMAX (no medivacs, colossi, banelings, "
-            f"shields or terrain). Run it on StarCraft II with --env-backend sc2, or pick a SMAX map: "
-            f"{', '.join(SMAX_EPISODE_LIMITS)}."
-        )
     maps = list(SMAX_EPISODE_LIMITS) if smax else sc2_maps
     if args.map_name not in maps:
-        backend = "SMAX" if smax else "StarCraft II"
-        raise SystemExit(f"error: unknown map '{args.map_name}'. {backend} maps: {', '.join(maps)}.")
-    if args.num_steps % args.data_chunk_length != 0:
-        raise SystemExit(
-            f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length "
-            f"{args.data_chunk_length}. Pick values where it is (e.g. --num-steps 100 --data-chunk-length 10)."
-        )
-    num_sequences = args.num_envs * args.num_steps // args.data_chunk_length
-    if args.num_minibatches < 1 or num_sequences % args.num_minibatches != 0:
-        raise SystemExit(
-            f"error: --num-minibatches {args.num_minibatches} does not divide the {num_sequences} training "
-            f"sequences (num_envs * num_steps / data_chunk_length). Use a divisor of {num_sequences}."
-        )
+        problem = f"unknown map '{args.map_name}'"
+        if smax and args.map_name in sc2_maps:
+            problem = f"SMAX lacks the units or terrain of '{args.map_name}': run it with --env-backend sc2"
+        raise SystemExit(f"error: {problem}. {'SMAX' if smax else 'StarCraft II'} maps: {', '.join(maps)}.")
+    chunk, minibatches = args.data_chunk_length, args.num_minibatches
+    num_sequences = args.num_envs * args.num_steps // chunk
+    if args.num_steps % chunk:
+        raise SystemExit(f"error: --num-steps {args.num_steps} is not a multiple of --data-chunk-length {chunk}.")
+    if minibatches < 1 or num_sequences % minibatches:
+        raise SystemExit(f"error: --num-minibatches {minibatches} does not divide the {num_sequences} sequences.")
     if min(args.num_envs, args.num_steps, args.eval_episodes, args.total_timesteps) < 1:
         raise SystemExit("error: --num-envs, --num-steps, --eval-episodes and --total-timesteps must be positive.")
     args.batch_size = args.num_envs * args.num_steps
-    args.minibatch_size = num_sequences // args.num_minibatches
+    args.minibatch_size = num_sequences // minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
     return args
 
@@ -190,10 +173,10 @@ class SMAXVecEnv:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax_smax"))
         if "8m_vs_9m" not in MAP_NAME_TO_SCENARIO:
             register_scenario("8m_vs_9m", Scenario(jnp.zeros((17,), dtype=jnp.uint8), 8, 9, False, False))
-        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=SMAX_EPISODE_LIMITS[map_name])
+        self.episode_limit = SMAX_EPISODE_LIMITS[map_name]
+        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=self.episode_limit)
         n, agents = env.num_allies, env.agents
         self.num_envs, self.num_agents, self.num_actions = num_envs, n, env.action_spaces[agents[0]].n
-        self.episode_limit = SMAX_EPISODE_LIMITS[map_name]
         # world state = per unit [health, x, y, cooldown, type one-hot] + teams + types: bring to ~[0, 1]
         per_unit = np.ones(len(env.own_features), dtype=np.float32)
         per_unit[1:3] = 1.0 / env.map_width
@@ -203,7 +186,7 @@ class SMAXVecEnv:
 
         def observe(state):
             obs, avail = env.get_obs(state), env.get_avail_actions(state)
-            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(jnp.bool_)
+            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(bool)
             alive = state.state.unit_alive[:n]
             return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail, alive=alive)
 
@@ -215,8 +198,7 @@ class SMAXVecEnv:
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
-            joint_action = {a: actions[i] for i, a in enumerate(agents)}
-            _, next_state, rewards, dones, _ = env.step_env(step_key, state, joint_action)
+            _, next_state, rewards, dones, _ = env.step_env(step_key, state, dict(zip(agents, actions)))
             done = dones["__all__"]
             alive = next_state.state.unit_alive
             won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
@@ -224,8 +206,9 @@ class SMAXVecEnv:
             return state, observe(state), rewards[agents[0]], done, won
 
         def reset_all(key):
-            states = jax.vmap(reset_one)(jax.random.split(key, num_envs))
-            return states, jax.vmap(observe)(states)
+            key, sub = jax.random.split(key)
+            states = jax.vmap(reset_one)(jax.random.split(sub, num_envs))
+            return key, states, jax.vmap(observe)(states)
 
         def step_all(key, states, actions):
             key, sub = jax.random.split(key)
@@ -234,14 +217,10 @@ class SMAXVecEnv:
         self.step_all = step_all  # (key, states, actions) -> (key, states, obs, reward, done, won), for benchmarks
         self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
         self._key = jax.random.PRNGKey(seed)
-        probe = jax.eval_shape(lambda k: observe(reset_one(k)), self._key)
-        self.obs_dim, self.state_dim = probe["obs"].shape[-1], probe["state"].shape[-1]
+        self.obs_dim, self.state_dim = env.observation_spaces[agents[0]].shape[0], env.state_size
 
     def reset(self):
-        import jax
-
-        self._key, sub = jax.random.split(self._key)
-        self._states, obs = self._reset(sub)
+        self._key, self._states, obs = self._reset(self._key)
         return {k: np.array(v) for k, v in obs.items()}
 
     def step_async(self, actions):
@@ -257,8 +236,7 @@ class SMAXVecEnv:
 
 
 def make_sc2_env(map_name, seed):
-    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario with the settings of smacv2's
-    sc2_gen_{race}.yaml (units' own attack and sight ranges, own position observed)."""
+    """One smacv2 game: a classic SMAC map, or a SMACv2 `race_a_vs_b` scenario as smacv2's sc2_gen_{race}.yaml."""
     from smacv2.env import StarCraft2Env, StarCraftCapabilityEnvWrapper
 
     if map_name not in SMACV2_MAPS:
@@ -269,9 +247,8 @@ def make_sc2_env(map_name, seed):
     team_gen["exception_unit_types"] = exceptions
     start = dict(dist_type="surrounded_and_reflect", p=0.5, map_x=32, map_y=32)
     config = dict(n_units=int(allies), n_enemies=int(enemies), team_gen=team_gen, start_positions=start)
-    return StarCraftCapabilityEnvWrapper(
-        capability_config=config, map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True
-    )
+    settings = dict(map_name=f"10gen_{race}", seed=seed, use_unit_ranges=True, obs_own_pos=True)
+    return StarCraftCapabilityEnvWrapper(capability_config=config, **settings)
 
 
 def sc2_observe(env, reward=0.0, done=False, won=False):
@@ -282,12 +259,9 @@ def sc2_observe(env, reward=0.0, done=False, won=False):
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
-    """Serves one game: {"cmd": "reset"} and {"cmd": "step", "actions": [...]} answer with the next observation
-    (a step auto-resets at an episode end), {"cmd": "close"} ends it. A game that raises is closed and rebuilt
-    with a new seed, and the step is answered as a terminal, not-won step with the new game's first observation;
-    if the rebuilt game fails to start, the error is sent back instead. The game is closed whenever the worker
-    ends: on "close", after an error, on SIGTERM or Ctrl-C, and when the trainer is gone (its end of the pipe
-    closed, or this process orphaned)."""
+    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
+    that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
+    The game is closed however the worker ends: "close", an error, SIGTERM, Ctrl-C or the trainer gone."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
@@ -302,15 +276,11 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
             if msg["cmd"] == "close":
                 break
             try:
-                if msg["cmd"] == "reset":
+                reward, terminated, info = env.step(msg["actions"]) if msg["cmd"] == "step" else (0.0, False, {})
+                if terminated or msg["cmd"] == "reset":
                     env.reset()
-                    answer = sc2_observe(env)
-                else:
-                    reward, terminated, info = env.step(msg["actions"])
-                    if terminated:
-                        env.reset()
-                    won = bool(terminated and info.get("battle_won", False))
-                    answer = sc2_observe(env, float(reward), bool(terminated), won)
+                won = bool(terminated and info.get("battle_won", False))
+                answer = sc2_observe(env, float(reward), bool(terminated), won)
             except Exception:
                 print(f"warning: StarCraft II game (seed {seed}) crashed; restarting it and ending its episode.")
                 print(traceback.format_exc(), flush=True)
@@ -318,7 +288,7 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 env, seed = None, seed + 100_000
                 env = env_fn(map_name, seed)
                 env.reset()
-                answer = dict(sc2_observe(env, done=True), crashed=True)
+                answer = sc2_observe(env, done=True)
             remote.send(answer)
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
@@ -332,11 +302,11 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
 
 
 class SC2VecEnv:
-    """One StarCraft II game per subprocess (sc2_worker), all stepped at once; `restarts` counts crashed games."""
+    """One StarCraft II game per subprocess (sc2_worker), all stepped at once."""
 
     def __init__(self, map_name, num_envs, seed, env_fn=None):
         ctx = mp.get_context("fork")
-        self.num_envs, self.restarts, self.workers = num_envs, 0, []
+        self.num_envs, self.workers = num_envs, []
         for i in range(num_envs):
             remote, child = ctx.Pipe()
             args = (child, remote, env_fn or make_sc2_env, map_name, seed + 1000 * i)
@@ -368,7 +338,6 @@ class SC2VecEnv:
 
     def step_wait(self):
         msgs = [self._recv(i) for i in range(self.num_envs)]
-        self.restarts += sum(m.get("crashed", False) for m in msgs)
         obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
         reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
         return obs, reward.astype(np.float32), done, won
@@ -551,9 +520,8 @@ def greedy_evaluation(actor, envs, episodes, args, device):
 
 
 def save_checkpoint(path, **state):
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # atomic: a run killed while saving keeps its previous checkpoint
 
 
 if __name__ == "__main__":
