@@ -12,9 +12,9 @@ Implementation details
    in PreOPC is the joint ratio of all agents, and e^i in g_i is all other agents.
 14. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, lambda once per step as in
    the talk (the official code applies it twice); delta and V(T) come from the current critic.
-15. Surrogate: L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)], l_i = r_i * g_i, g_i = clip(sg(prod_{j != i}
-   r_j), 1 +- eps_i / 2) as in the talk (the official code clips g_i at a fixed eps / 2), and the adaptive clip
-   eps_i = eps * c + eps * (1 - c) * k / n for agent i at 1-based position k.
+15. Surrogate: L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)], l_i = r_i * g_i,
+   g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2) as in the talk (the official code clips g_i at a fixed eps / 2),
+   and the adaptive clip eps_i = eps * c + eps * (1 - c) * k / n for agent i at 1-based position k.
 16. Semi-greedy order: even 0-based positions take the remaining agent with the largest E_alive|A_i| after PreOPC,
    odd ones a random one, so the first pick is greedy as in the A2PO code base (which produced the talk's numbers).
 17. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing an order split into `num_blocks` blocks;
@@ -786,10 +786,10 @@ if __name__ == "__main__":
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
         stages = range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks)
-        passes = (False, True) if args.two_stage_critic else (True,)  # train_actor, False in a critic-only pass
+        passes = (False, True) if args.two_stage_critic else (True,)  # train_actor per pass: False = critic only
         for i, train_actor in [(i, train_actor) for i in stages for train_actor in passes]:
             stage = i % args.num_blocks  # every outer epoch draws an order; its stage s trains blocks 1..s
-            new_stage = train_actor == passes[0]
+            new_stage = train_actor == passes[0]  # the stage's first pass
             if new_stage and i > 0:  # PreOPC with the current actor and critic
                 advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, *boot, args)
                 stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
