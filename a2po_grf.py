@@ -388,10 +388,8 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
 
 
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
-    """Preceding-agent off-policy correction (PreOPC); shapes as compute_gae, ratios (T, E, n).
-
-    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio (current /
-    behaviour) of the preceding agents. rho_t never enters A_t; with rho == 1 this is GAE(lambda)."""
+    """PreOPC, shapes as compute_gae; ratios (T, E, n): rho, the preceding agents' joint ratio (current / behaviour).
+    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}; rho_t never enters A_t; rho = 1: GAE."""
     if rewards.dim() == 2:
         rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
     rewards, continues = rewards.expand_as(values), continues.expand_as(values)
@@ -412,8 +410,7 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
-    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    """Even 0-based position: the remaining agent with the largest score (ties: lowest index); odd: a random one."""
     if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]

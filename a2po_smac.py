@@ -1,31 +1,27 @@
 # A2PO on SMAC (SMAX or StarCraft II). Documented in README.md, section "A2PO".
 """Agent-by-agent Policy Optimization (Wang et al., ICLR 2023) with parameter sharing on SMAC.
 
-Agents update one after another in a semi-greedy order; each one's advantage is corrected for what
-the agents before it changed (PreOPC), its ratio is multiplied by their clipped ratio product, and
-its clip range grows with its position (adaptive clipping). Run: `python a2po_smac.py --map-name
-3s5z --seed 1` (SMAX, no StarCraft II needed) or add `--env-backend sc2` for the real game.
+Agents update one by one in a semi-greedy order; each corrects its advantage for what the agents before it changed
+(PreOPC), multiplies its ratio by their clipped ratio product and gets a wider clip the later it comes.
+Run: `python a2po_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
+`--env-backend sc2` to play the real game through smacv2.
 
 Implementation details
 1-12. As in mappo_smac.py: `diff mappo_smac.py a2po_smac.py` shows only the algorithm.
-13. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, one lambda per step as in
-   the talk (the official code applies lambda twice); delta comes from the current critic, V(T) included (the
-   last chunk re-run from its stored hidden state, then the step after the rollout).
-14. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every agent, so
-   rho is the joint ratio of all agents, and e^i (in g_i) is all other agents.
-15. Surrogate: l_i = r_i * g_i, g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2) as in the talk (the official
-   code uses a fixed eps / 2), L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)].
-16. Adaptive clipping: eps_i = C(eps, k) = eps * c + eps * (1 - c) * k / n, k = agent i's 1-based position.
-17. Semi-greedy order: 0-based positions 0, 2, 4, ... take the remaining agent with the largest E_alive|A_i| after
-   PreOPC, positions 1, 3, 5, ... a uniformly random one. The first pick is greedy as in the A2PO code base, which
-   produced the talk's numbers (the slide's "k % 2 = 0 -> argmax" beside 1-based sets would make every 2-agent
-   order random).
-18. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing an order and splitting it into
-   `num_blocks` blocks; stage s trains the agents of blocks 1..s, after PreOPC (every stage but the first).
-19. Two-stage critic (`--two-stage-critic`, on by default): a critic-only pass over the minibatches precedes each
-   stage's actor + critic pass; the critic regresses onto the PreOPC returns A + V of all agents.
-20. Per-map presets: the A2PO code base's table (epochs, lambda, clip, blocks, GRU or MLP); as in its scripts,
-   3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic.
+13. Parameter sharing (the talk's SMAC table is "w/ PS"): an update of the shared actor moves every agent, so rho
+   in PreOPC is the joint ratio of all agents, and e^i in g_i is all other agents.
+14. PreOPC: A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, lambda once per step as in
+   the talk (the official code applies it twice); delta and V(T) come from the current critic.
+15. Surrogate: L_i = -E_alive[min(l_i A, clip(l_i, 1 +- eps_i) A)], l_i = r_i * g_i,
+   g_i = clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2) as in the talk (the official code clips g_i at a fixed eps / 2),
+   and the adaptive clip eps_i = eps * c + eps * (1 - c) * k / n for agent i at 1-based position k.
+16. Semi-greedy order: even 0-based positions take the remaining agent with the largest E_alive|A_i| after PreOPC,
+   odd ones a random one, so the first pick is greedy as in the A2PO code base (which produced the talk's numbers).
+17. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing an order split into `num_blocks` blocks;
+   stage s trains the agents of blocks 1..s, after PreOPC (every stage but the first). With `--two-stage-critic`
+   (default) a critic-only pass onto the PreOPC returns A + V of all agents precedes each actor + critic pass.
+18. Per-map presets: the baselines' table with the A2PO code base's blocks and, on four maps, epochs; as in its
+   scripts, 3s5z_vs_3s6z, 3s_vs_5z and 6h_vs_8z run without the two-stage critic.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -101,22 +97,27 @@ class Args:
     num_iterations: int = 0  # rollout + update iterations
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's settings), for the flags not given
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
 MAP_PRESETS = {
-    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "3s5z": dict(update_epochs=8, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "3s_vs_5z": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False),
-    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, num_blocks=2, recurrent=True),
-    "6h_vs_8z": dict(update_epochs=8, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False),
-    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=5, recurrent=True),
-    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "MMM": dict(update_epochs=12, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=False),
+    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, recurrent=True),
+    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, recurrent=False),
+    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, recurrent=True),
+    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, recurrent=False),
+    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, recurrent=True),
+    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, recurrent=True),
+    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=False),
 }
-for name in ("3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z"):  # the A2PO code base runs these without it
+# A2PO's code base on top: blocks per map (2 elsewhere), more epochs on four maps, no two-stage critic on three
+for name, blocks in {"3s5z": 3, "3s_vs_5z": 3, "8m_vs_9m": 5, "27m_vs_30m": 3, "MMM": 3}.items():
+    MAP_PRESETS[name]["num_blocks"] = blocks
+for name, epochs in {"3s5z": 8, "3s_vs_5z": 15, "6h_vs_8z": 8, "MMM": 12}.items():
+    MAP_PRESETS[name]["update_epochs"] = epochs
+for name in ("3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z"):
     MAP_PRESETS[name]["two_stage_critic"] = False
 
 
@@ -127,12 +128,12 @@ def check_algo_args(args, num_agents):
         raise SystemExit(f"error: --num-blocks {args.num_blocks} must lie in [1, {num_agents}] on {args.map_name}.")
 
 
-def surrogate_loss(logratio, advantages, mask, eps):
-    """l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2);  L_i = -E_mask[min(l_i A, clip(l_i, 1 +- eps_i) A)]."""
+def surrogate_loss(logratio, advantages, mask, clip_coef):
+    """PPO on l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_i / 2), clip_coef = eps_i per agent; (L, B, n) inputs."""
     others = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
-    joint = logratio.exp() * others.clamp(1 - eps / 2, 1 + eps / 2)
-    loss = -masked_mean(torch.min(joint * advantages, joint.clamp(1 - eps, 1 + eps) * advantages), mask)
-    return loss, {"clipfrac": masked_mean(((joint - 1).abs() > eps).float(), mask)}
+    ratio = logratio.exp() * others.clamp(1 - clip_coef / 2, 1 + clip_coef / 2)
+    loss = -masked_mean(torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
+    return loss, {"clipfrac": masked_mean(((ratio - 1).abs() > clip_coef).float(), mask)}
 
 
 # TRY NOT TO MODIFY: argument handling
@@ -511,10 +512,8 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
 
 # ALGO LOGIC: A2PO's pure functions, identical in every A2PO script
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
-    """Preceding-agent off-policy correction (PreOPC); shapes as compute_gae, ratios (T, E, n).
-
-    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}, rho = joint ratio (current /
-    behaviour) of the preceding agents. rho_t never enters A_t; with rho == 1 this is GAE(lambda)."""
+    """PreOPC, shapes as compute_gae; ratios (T, E, n): rho, the preceding agents' joint ratio (current / behaviour).
+    A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}; rho_t never enters A_t; rho = 1: GAE."""
     if rewards.dim() == 2:
         rewards, continues = rewards.unsqueeze(-1), continues.unsqueeze(-1)
     rewards, continues = rewards.expand_as(values), continues.expand_as(values)
@@ -535,8 +534,7 @@ def adaptive_clip(clip_coef, position, num_agents, clip_c):
 
 
 def semi_greedy_pick(position, scores, remaining, generator):
-    """0-based position even -> the remaining agent with the largest score (ties: the lowest index), odd -> a
-    uniformly random remaining agent. The first pick is greedy, as in the A2PO code base."""
+    """Even 0-based position: the remaining agent with the largest score (ties: lowest index); odd: a random one."""
     if position % 2 == 0:
         return max(remaining, key=lambda i: float(scores[i]))
     return remaining[int(torch.randint(len(remaining), (1,), generator=generator))]
@@ -559,10 +557,8 @@ def from_chunks(x, num_steps, num_envs):
 
 @torch.no_grad()
 def preopc_advantages(actor, critic, value_norm, data, buf, boot_x, boot_starts, args):
-    """PreOPC advantages and values under the current actor (rho: joint ratio of all agents) and critic.
-
-    boot_x (E, n, d), boot_starts (E,): the critic input and episode starts of the step after the rollout;
-    V(T) comes from re-running the last chunk from its stored hidden state, then that step."""
+    """PreOPC advantages and values from the current actor and critic; boot_x (E, n, d) and boot_starts (E,) are the
+    step after the rollout, V(T) the critic re-run over the last chunk from its stored hidden state, then that step."""
     T, E, n = buf["actions"].shape
     L = args.data_chunk_length
     logprob, _, values = evaluate_sequences(actor, critic, data)
@@ -722,14 +718,8 @@ if __name__ == "__main__":
         actor.train()
         critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        advantages = compute_gae(
-            buf["rewards"],
-            values_denorm,
-            value_norm.denormalize(next_value),
-            buf["continues"],
-            args.gamma,
-            args.gae_lambda,
-        )
+        next_v = value_norm.denormalize(next_value)
+        advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
         gae, current_values = advantages, values_denorm  # PreOPC replaces advantages and current_values
         boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
@@ -737,13 +727,16 @@ if __name__ == "__main__":
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
-        for i in range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks):
+        stages = range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks)
+        passes = (False, True) if args.two_stage_critic else (True,)  # train_actor per pass: False = critic only
+        for i, train_actor in [(i, train_actor) for i in stages for train_actor in passes]:
             stage = i % args.num_blocks  # every outer epoch draws an order; its stage s trains blocks 1..s
-            if i > 0:  # PreOPC with the current actor and critic
+            new_stage = train_actor == passes[0]  # the stage's first pass
+            if new_stage and i > 0:  # PreOPC with the current actor and critic
                 advantages, current_values, rho = preopc_advantages(actor, critic, value_norm, data, buf, *boot, args)
                 stats["a2po/trace_ratio_mean"].append(masked_mean(rho.clamp(max=1.0), buf["alive"]).item())
                 stats["a2po/preopc_gap"].append(masked_mean((advantages - gae).abs(), buf["alive"]).item())
-            if stage == 0:  # the semi-greedy order, scored by E_alive|A_i| after PreOPC, and eps_i = C(eps, k_i)
+            if new_stage and stage == 0:  # semi-greedy order, scored by E_alive|A_i| after PreOPC; eps_i = C(eps, k_i)
                 scores = (advantages.abs() * buf["alive"]).sum((0, 1)) / buf["alive"].sum((0, 1)).clamp(min=1.0)
                 order = semi_greedy_order(scores, None)
                 eps = torch.zeros(n, device=device)
@@ -753,35 +746,36 @@ if __name__ == "__main__":
             in_stage[torch.cat(torch.tensor_split(torch.tensor(order), args.num_blocks)[: stage + 1])] = 1.0
             norm_adv = normalize_advantages(advantages, buf["alive"])
             data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(advantages + current_values, L))
-            for train_actor in (False, True) if args.two_stage_critic else (True,):  # False: the critic-only pass
-                perm = torch.randperm(num_sequences)
-                for start in range(0, num_sequences, args.minibatch_size):
-                    idx = perm[start : start + args.minibatch_size]
-                    mb = {
-                        k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()
-                    }
+            data["alive"] = to_chunks(buf["alive"] * in_stage, L)  # the policy loss counts blocks 1..s only
+            perm = torch.randperm(num_sequences)
+            for start in range(0, num_sequences, args.minibatch_size):
+                idx = perm[start : start + args.minibatch_size]
+                mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
+                if train_actor:
                     new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
                     logratio = new_logprob - mb["logprobs"]
-                    alive = mb["alive"] * in_stage
-                    pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, eps)
-                    entropy_loss = masked_mean(entropy, alive)
-                    value_norm.update(mb["returns"])
-                    v_loss = value_loss_fn(
-                        new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
-                    )
-                    actor_optimizer.zero_grad()
-                    critic_optimizer.zero_grad()
-                    (pg_loss - args.ent_coef * entropy_loss + v_loss if train_actor else v_loss).backward()
-                    nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                    critic_optimizer.step()
-                    if train_actor:
-                        actor_optimizer.step()
-                        with torch.no_grad():
-                            info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
-                        info.update(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss)
-                        for k, v in info.items():
-                            stats[k].append(v.item())
+                    pg_loss, info = surrogate_loss(logratio, mb["advantages"], mb["alive"], eps)
+                    entropy_loss = masked_mean(entropy, mb["alive"])
+                else:  # a critic-only pass: the critic's half of evaluate_sequences, no policy loss
+                    x, h = mb["critic_x"].flatten(1, 2), mb["h_critic"].flatten(0, 1)
+                    new_values = critic(x, h, mb["starts"].repeat_interleave(n, -1))[0].view_as(mb["alive"])
+                    pg_loss = entropy_loss = 0.0
+                value_norm.update(mb["returns"])
+                target = value_norm.normalize(mb["returns"])
+                v_loss = value_loss_fn(new_values, mb["values"], target, args.clip_coef, args.huber_delta)
+                actor_optimizer.zero_grad()
+                critic_optimizer.zero_grad()
+                (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
+                for net, optimizer in ((actor, actor_optimizer), (critic, critic_optimizer)):
+                    nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
+                    if train_actor or net is critic:
+                        optimizer.step()
+                if not train_actor:
+                    continue
+                with torch.no_grad():
+                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"])
+                for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
+                    stats[k].append(v.item())
         for k, agent in enumerate(order):  # the last order
             stats[f"a2po/order_k{k + 1}"].append(agent)
             stats[f"a2po/clip_eps_k{k + 1}"].append(adaptive_clip(args.clip_coef, k + 1, n, args.clip_c))

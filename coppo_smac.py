@@ -1,22 +1,19 @@
 # CoPPO on SMAC (SMAX or StarCraft II). Documented in README.md, section "CoPPO".
 """Coordinated PPO (Wu et al., 2021) with parameter sharing on the StarCraft Multi-Agent Challenge.
 
-CoPPO clips the joint policy change rather than each agent's own: agent i's ratio is multiplied by
-the (clipped, detached) product of the other agents' ratios before the usual PPO clip. All agents
-still update at once (simultaneously). Run: `python coppo_smac.py --map-name 3s5z --seed 1`
-(SMAX, no StarCraft II needed) or add `--env-backend sc2` to play the real game through smacv2.
+CoPPO clips the joint policy change rather than each agent's own: agent i's ratio is multiplied by the (clipped,
+detached) product of the other agents' ratios before the usual PPO clip. All agents still update at once.
+Run: `python coppo_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II needed) or add
+`--env-backend sc2` to play the real game through smacv2.
 
 Implementation details
 1-12. As in mappo_smac.py: `diff mappo_smac.py coppo_smac.py` shows only the algorithm.
-13. Surrogate: l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- others_clip_coef),
-   L = -E_alive[min(l_i A, clip(l_i, 1 +- clip_coef) A)]. The products are over the agents of the same (t, env):
-   a minibatch holds all agents of its (env, chunk) sequences. The other agents' product is detached (stop
-   gradient), as in the talk's surrogate and the official code.
-14. Flags are named by role: `--others-clip-coef` (0.1) clips the other agents' product and `--clip-coef` (0.2)
-   clips l, since the talk and the CoPPO code base use "outer" and "inner" the other way round from each other.
-   others_clip_coef < clip_coef is enforced.
-15. Per-map presets: the A2PO code base's baseline table, shared with MAPPO and HAPPO (README.md, section "MAPPO"),
-   with the others' clip at half the clip.
+13. Surrogate: L = -E_alive[min(l_i A, clip(l_i, 1 +- clip_coef) A)], l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +-
+   others_clip_coef): the product runs over the other agents of the same (t, env) (a minibatch holds all agents of
+   its sequences) and is detached, as in the talk's surrogate and the official code.
+14. Flags are named by role, `--others-clip-coef` (0.1, below `--clip-coef`) for the other agents' product, since the
+   talk and the CoPPO code base use "outer" and "inner" the other way round from each other.
+15. Per-map presets: the baselines' table (README.md, section "MAPPO") with the others' clip at half the clip.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -90,7 +87,7 @@ class Args:
     num_iterations: int = 0  # rollout + update iterations
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's baseline table; others' clip = clip / 2), for flags not given
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
 MAP_PRESETS = {
     "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
@@ -105,24 +102,22 @@ MAP_PRESETS = {
     "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=False),
 }
-for preset in MAP_PRESETS.values():
+for preset in MAP_PRESETS.values():  # CoPPO: the others' clip at half the clip
     preset["others_clip_coef"] = preset["clip_coef"] / 2
 
 
 def check_algo_args(args, num_agents):
-    if not 0 < args.others_clip_coef < args.clip_coef:
-        raise SystemExit(
-            f"error: --others-clip-coef {args.others_clip_coef} must lie in (0, --clip-coef {args.clip_coef}): "
-            "the clip on the other agents' product is the tighter one."
-        )
+    eps, others = args.clip_coef, args.others_clip_coef
+    if not 0 < others < eps:
+        raise SystemExit(f"error: --others-clip-coef {others} must lie in (0, --clip-coef {eps}), the tighter clip.")
 
 
 def surrogate_loss(logratio, advantages, mask, clip_coef, others_clip_coef):
     """l_i = r_i * clip(sg(prod_{j != i} r_j), 1 +- eps_others);  L = -E_mask[min(l_i A, clip(l_i, 1 +- eps) A)]."""
     others = (logratio.sum(-1, keepdim=True) - logratio).detach().exp()
-    joint = logratio.exp() * others.clamp(1 - others_clip_coef, 1 + others_clip_coef)
-    loss = -masked_mean(torch.min(joint * advantages, joint.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
-    clipfrac = masked_mean(((joint - 1).abs() > clip_coef).float(), mask)
+    ratio = logratio.exp() * others.clamp(1 - others_clip_coef, 1 + others_clip_coef)
+    loss = -masked_mean(torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages), mask)
+    clipfrac = masked_mean(((ratio - 1).abs() > clip_coef).float(), mask)
     return loss, {"clipfrac": clipfrac, "coppo/others_ratio_mean": masked_mean(others, mask)}
 
 
@@ -647,18 +642,12 @@ if __name__ == "__main__":
         actor.train()
         critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        advantages = compute_gae(
-            buf["rewards"],
-            values_denorm,
-            value_norm.denormalize(next_value),
-            buf["continues"],
-            args.gamma,
-            args.gae_lambda,
-        )
+        next_v = value_norm.denormalize(next_value)
+        advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
-        norm_adv = normalize_advantages(advantages, buf["alive"])
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
+        norm_adv = normalize_advantages(advantages, buf["alive"])
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
@@ -669,22 +658,21 @@ if __name__ == "__main__":
                 mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
                 new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
                 logratio = new_logprob - mb["logprobs"]
-                alive = mb["alive"]
-                pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef, args.others_clip_coef)
-                entropy_loss = masked_mean(entropy, alive)
-                value_norm.update(mb["returns"])
-                v_loss = value_loss_fn(
-                    new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
+                pg_loss, info = surrogate_loss(
+                    logratio, mb["advantages"], mb["alive"], args.clip_coef, args.others_clip_coef
                 )
+                entropy_loss = masked_mean(entropy, mb["alive"])
+                value_norm.update(mb["returns"])
+                target = value_norm.normalize(mb["returns"])
+                v_loss = value_loss_fn(new_values, mb["values"], target, args.clip_coef, args.huber_delta)
                 actor_optimizer.zero_grad()
                 critic_optimizer.zero_grad()
                 (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
-                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                actor_optimizer.step()
-                critic_optimizer.step()
+                for net, optimizer in ((actor, actor_optimizer), (critic, critic_optimizer)):
+                    nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
+                    optimizer.step()
                 with torch.no_grad():
-                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
+                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"])
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
                     stats[k].append(v.item())
         updating_time = time.time() - t0

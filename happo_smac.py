@@ -9,15 +9,13 @@ Run: `python happo_smac.py --map-name 3s5z --seed 1` (SMAX, no StarCraft II need
 Implementation details
 1-12. As in mappo_smac.py: `diff mappo_smac.py happo_smac.py` shows only the algorithm.
 13. Agent i's loss: L_i = -E_alive[M_i * min(r_i A, clip(r_i, 1 +- eps) A)], M_i = sg(prod_{j in e^i} r_j), detached
-   and unclipped, on the rollout's GAE advantages (HAPPO does not recompute them).
-14. Parameter sharing (the talk's SMAC table is "w/ PS"): one update of the shared actor moves every agent, so
-   e^i = all other agents of the same (t, env) and M_i is their ratio product.
-15. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing a random order and splitting it into
-   `num_blocks` contiguous blocks; stage s is one pass over the minibatches on the samples of the agents in
-   blocks 1..s, while the critic trains on every agent's samples. HARL's HAPPO has separate actors and one pass
-   per agent; the block schedule is the A2PO code base's version for shared parameters.
-16. Per-map presets: the A2PO code base's baseline table (epochs, lambda, clip, GRU or MLP), shared with MAPPO and
-   CoPPO (README.md, section "MAPPO"), and its `num_blocks`.
+   and unclipped, on the rollout's GAE advantages. With parameter sharing (the talk's SMAC table is "w/ PS") one
+   update of the shared actor moves every agent, so e^i is all other agents of the same (t, env).
+14. Schedule: ceil(update_epochs / num_blocks) outer epochs, each drawing a random order split into `num_blocks`
+   blocks; stage s is one pass over the minibatches whose policy loss counts the agents of blocks 1..s, while the
+   critic trains on all agents. HARL's HAPPO has separate actors and one pass per agent; the blocks are the A2PO
+   code base's schedule for shared parameters.
+15. Per-map presets: the baselines' table (README.md, section "MAPPO") with the A2PO code base's `num_blocks`.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -93,19 +91,21 @@ class Args:
 
 # ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
 MAP_PRESETS = {
-    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, num_blocks=3, recurrent=False),
-    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, num_blocks=2, recurrent=True),
-    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, num_blocks=2, recurrent=False),
-    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, num_blocks=5, recurrent=True),
-    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, num_blocks=3, recurrent=True),
-    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=True),
-    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, num_blocks=2, recurrent=False),
+    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, recurrent=True),
+    "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, recurrent=False),
+    "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, recurrent=True),
+    "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, recurrent=False),
+    "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, recurrent=True),
+    "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, recurrent=True),
+    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
+    "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=False),
 }
+for name, blocks in {"3s5z": 3, "3s_vs_5z": 3, "8m_vs_9m": 5, "27m_vs_30m": 3, "MMM": 3}.items():  # 2 elsewhere
+    MAP_PRESETS[name]["num_blocks"] = blocks
 
 
 def check_algo_args(args, num_agents):
@@ -643,18 +643,12 @@ if __name__ == "__main__":
         actor.train()
         critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        advantages = compute_gae(
-            buf["rewards"],
-            values_denorm,
-            value_norm.denormalize(next_value),
-            buf["continues"],
-            args.gamma,
-            args.gae_lambda,
-        )
+        next_v = value_norm.denormalize(next_value)
+        advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
-        norm_adv = normalize_advantages(advantages, buf["alive"])
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
         data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
+        norm_adv = normalize_advantages(advantages, buf["alive"])
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
@@ -664,28 +658,26 @@ if __name__ == "__main__":
                 order = torch.randperm(n)
             in_stage = torch.zeros(n, device=device)
             in_stage[torch.cat(torch.tensor_split(order, args.num_blocks)[: stage + 1])] = 1.0
+            data["alive"] = to_chunks(buf["alive"] * in_stage, L)  # the policy loss counts blocks 1..s only
             perm = torch.randperm(num_sequences)
             for start in range(0, num_sequences, args.minibatch_size):
                 idx = perm[start : start + args.minibatch_size]
                 mb = {k: (v[idx] if k in ("h_actor", "h_critic") else v[:, idx]).to(device) for k, v in data.items()}
                 new_logprob, entropy, new_values = evaluate_sequences(actor, critic, mb)
                 logratio = new_logprob - mb["logprobs"]
-                alive = mb["alive"] * in_stage
-                pg_loss, info = surrogate_loss(logratio, mb["advantages"], alive, args.clip_coef)
-                entropy_loss = masked_mean(entropy, alive)
+                pg_loss, info = surrogate_loss(logratio, mb["advantages"], mb["alive"], args.clip_coef)
+                entropy_loss = masked_mean(entropy, mb["alive"])
                 value_norm.update(mb["returns"])
-                v_loss = value_loss_fn(
-                    new_values, mb["values"], value_norm.normalize(mb["returns"]), args.clip_coef, args.huber_delta
-                )
+                target = value_norm.normalize(mb["returns"])
+                v_loss = value_loss_fn(new_values, mb["values"], target, args.clip_coef, args.huber_delta)
                 actor_optimizer.zero_grad()
                 critic_optimizer.zero_grad()
                 (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
-                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                actor_optimizer.step()
-                critic_optimizer.step()
+                for net, optimizer in ((actor, actor_optimizer), (critic, critic_optimizer)):
+                    nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
+                    optimizer.step()
                 with torch.no_grad():
-                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, alive)
+                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"])
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
                     stats[k].append(v.item())
         updating_time = time.time() - t0
