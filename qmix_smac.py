@@ -527,7 +527,6 @@ def save_checkpoint(path, **state):
 if __name__ == "__main__":
     # ALGO LOGIC: setup (the PPO scripts' setup with QMIX's networks, targets, optimiser and replay buffer)
     import copy  # target networks start as copies
-    import datetime
 
     args = parse_args()
     try:
