@@ -650,13 +650,14 @@ if __name__ == "__main__":
     value_norm = ValueNorm().to(device)
     trained = {"actor": actor, "critic": critic, "value_norm": value_norm}  # what a checkpoint holds, by key
     trained.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
+    rngs = dict(python_rng=(random.getstate, random.setstate), numpy_rng=(np.random.get_state, np.random.set_state))
+    rngs["torch_rng"] = (torch.get_rng_state, torch.set_rng_state)
     global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
     if checkpoint:
         for key, part in trained.items():
             part.load_state_dict(checkpoint[key])
-        random.setstate(checkpoint["python_rng"])
-        np.random.set_state(checkpoint["numpy_rng"])
-        torch.set_rng_state(checkpoint["torch_rng"])
+        for key, (_, set_state) in rngs.items():
+            set_state(checkpoint[key])
         global_step, next_eval = checkpoint["global_step"], checkpoint["next_eval"]
         start_iteration = checkpoint["iteration"] + 1
         sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
@@ -708,9 +709,9 @@ if __name__ == "__main__":
             recent_wins.extend(won[done])
             ep_return[done] = 0.0
         with torch.no_grad():
-            critic_x = agent_inputs(raw, last_actions, A)[1]
+            critic_x = agent_inputs(raw, last_actions, A)[1].view(1, E * n, -1).to(device)
             s = starts.to(device).repeat_interleave(n).unsqueeze(0)
-            next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n)
+            next_v = value_norm.denormalize(critic(critic_x, h_critic, s)[0].view(E, n))
         sampling_time = time.time() - t0
         torch.set_num_threads(torch_threads)
         # ALGO LOGIC: advantages, PreOPC and the sequential A2PO update (semi-greedy order, cumulative blocks)
@@ -718,7 +719,6 @@ if __name__ == "__main__":
         actor.train()
         critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        next_v = value_norm.denormalize(next_value)
         advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
         gae, current_values = advantages, values_denorm  # PreOPC replaces advantages and current_values
@@ -802,19 +802,15 @@ if __name__ == "__main__":
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
             next_eval = global_step + args.eval_interval
             if args.save_model:
-                state = {key: part.state_dict() for key, part in trained.items()}
+                state = {k: v.state_dict() for k, v in trained.items()} | {k: get() for k, (get, _) in rngs.items()}
                 state.update(run_name=run_name, args=vars(args), global_step=global_step, iteration=iteration)
                 state.update(next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total)
-                state.update(python_rng=random.getstate(), numpy_rng=np.random.get_state())
-                state.update(torch_rng=torch.get_rng_state())
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
-        elapsed, eta = time.time() - start_time, (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
-        print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
-            f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
-            f"elapsed {datetime.timedelta(seconds=int(elapsed))} ETA {datetime.timedelta(seconds=int(eta))}",
-            flush=True,
-        )
+        elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
+        eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
+        line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f}"
+        times = f"sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}"
+        print(f"{line} eval {eval_win_rate:.3f} {times}", flush=True)
     summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
     summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
     summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))
