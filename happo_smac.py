@@ -89,23 +89,19 @@ class Args:
     num_iterations: int = 0  # rollout + update iterations
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given; other maps: defaults
 MAP_PRESETS = {
-    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
-    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, recurrent=True),
     "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, recurrent=False),
     "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, recurrent=True),
     "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, recurrent=False),
     "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, recurrent=True),
     "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, recurrent=True),
-    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
-    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=False),
 }
 for name, blocks in {"3s5z": 3, "3s_vs_5z": 3, "8m_vs_9m": 5, "27m_vs_30m": 3, "MMM": 3}.items():  # 2 elsewhere
-    MAP_PRESETS[name]["num_blocks"] = blocks
+    MAP_PRESETS.setdefault(name, {})["num_blocks"] = blocks
 
 
 def check_algo_args(args, num_agents):

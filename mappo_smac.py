@@ -93,7 +93,7 @@ class Args:
     num_iterations: int = 0  # rollout + update iterations
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given; other maps: defaults
 MAP_PRESETS = {
     "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, recurrent=True),
     "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, recurrent=False),
