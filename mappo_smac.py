@@ -202,9 +202,8 @@ class SMAXVecEnv:
 
         def reset_one(key):
             _, state = env.reset(key)
-            policy = state.enemy_policy_state
-            last_attacked = policy.last_attacked_enemy.astype(jnp.int32)
-            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=last_attacked))
+            last = state.enemy_policy_state.last_attacked_enemy.astype(jnp.int32)  # the dtype env.step leaves
+            return state.replace(enemy_policy_state=state.enemy_policy_state.replace(last_attacked_enemy=last))
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
@@ -261,13 +260,6 @@ def make_sc2_env(map_name, seed):
     return StarCraftCapabilityEnvWrapper(capability_config=config, **settings)
 
 
-def sc2_observe(env, reward=0.0, done=False, won=False):
-    avail = np.asarray(env.get_avail_actions(), dtype=bool)
-    obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
-    # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(obs=obs, state=state, avail=avail, alive=~avail[:, 0], reward=reward, done=done, won=won)
-
-
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
     """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
     that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
@@ -289,8 +281,8 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 reward, terminated, info = env.step(msg["actions"]) if msg["cmd"] == "step" else (0.0, False, {})
                 if terminated or msg["cmd"] == "reset":
                     env.reset()
-                won = bool(terminated and info.get("battle_won", False))
-                answer = sc2_observe(env, float(reward), bool(terminated), won)
+                answer = dict(reward=float(reward), done=bool(terminated))
+                answer["won"] = bool(terminated and info.get("battle_won", False))
             except Exception:
                 print(f"warning: StarCraft II game (seed {seed}) crashed; restarting it and ending its episode.")
                 print(traceback.format_exc(), flush=True)
@@ -298,8 +290,10 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 env, seed = None, seed + 100_000
                 env = env_fn(map_name, seed)
                 env.reset()
-                answer = sc2_observe(env, done=True)
-            remote.send(answer)
+                answer = dict(reward=0.0, done=True, won=False)
+            avail = np.asarray(env.get_avail_actions(), dtype=bool)  # SMAC: a dead agent has only no-op (action 0)
+            obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
+            remote.send(dict(answer, obs=obs, state=state, avail=avail, alive=~avail[:, 0]))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:
