@@ -563,14 +563,9 @@ def preopc_advantages(actor, critic, value_norm, data, buf, boot_x, boot_starts,
 
 # TRY NOT TO MODIFY: rollout storage and sequence minibatches
 def to_chunks(x, chunk):
-    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L)."""
+    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L), so [0] holds the chunks' starts."""
     T, E = x.shape[:2]
     return x.reshape(T // chunk, chunk, E, *x.shape[2:]).transpose(0, 1).reshape(chunk, (T // chunk) * E, *x.shape[2:])
-
-
-def chunk_starts(x, chunk):
-    """(T, E, ...) -> (C*E, ...): the entry at the first step of every chunk."""
-    return to_chunks(x, chunk)[0]
 
 
 def evaluate_sequences(actor, critic, mb):
@@ -714,7 +709,7 @@ if __name__ == "__main__":
         gae, current_values = advantages, values_denorm  # PreOPC replaces advantages and current_values
         boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-        data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
+        data.update(h_actor=to_chunks(buf["h_actor"], L)[0], h_critic=to_chunks(buf["h_critic"], L)[0])
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
         stages = range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks)

@@ -488,14 +488,9 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
 
 # TRY NOT TO MODIFY: rollout storage and sequence minibatches
 def to_chunks(x, chunk):
-    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L)."""
+    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L), so [0] holds the chunks' starts."""
     T, E = x.shape[:2]
     return x.reshape(T // chunk, chunk, E, *x.shape[2:]).transpose(0, 1).reshape(chunk, (T // chunk) * E, *x.shape[2:])
-
-
-def chunk_starts(x, chunk):
-    """(T, E, ...) -> (C*E, ...): the entry at the first step of every chunk."""
-    return to_chunks(x, chunk)[0]
 
 
 def evaluate_sequences(actor, critic, mb):
@@ -637,7 +632,7 @@ if __name__ == "__main__":
         advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
         data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-        data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
+        data.update(h_actor=to_chunks(buf["h_actor"], L)[0], h_critic=to_chunks(buf["h_critic"], L)[0])
         norm_adv = normalize_advantages(advantages, buf["alive"])
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
