@@ -701,15 +701,12 @@ if __name__ == "__main__":
         torch.set_num_threads(torch_threads)
         # ALGO LOGIC: advantages, PreOPC and the sequential A2PO update (semi-greedy order, cumulative blocks)
         t0 = time.time()
-        actor.train()
-        critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
         advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
         gae, current_values = advantages, values_denorm  # PreOPC replaces advantages and current_values
         boot = (agent_inputs(raw, last_actions, A)[1].to(device), starts.to(device))  # V(T)'s critic input for PreOPC
-        data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-        data.update(h_actor=to_chunks(buf["h_actor"], L)[0], h_critic=to_chunks(buf["h_critic"], L)[0])
+        data = {k: to_chunks(v, L)[0] if k in ("h_actor", "h_critic") else to_chunks(v, L) for k, v in buf.items()}
         num_sequences = data["h_actor"].shape[0]
         stats = defaultdict(list)
         stages = range(math.ceil(args.update_epochs / args.num_blocks) * args.num_blocks)
@@ -757,15 +754,13 @@ if __name__ == "__main__":
                         optimizer.step()
                 if not train_actor:
                     continue
-                with torch.no_grad():
-                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"])
+                info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"]).detach()
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
                     stats[k].append(v.item())
         for k, agent in enumerate(order):  # the last order
             stats[f"a2po/order_k{k + 1}"].append(agent)
             stats[f"a2po/clip_eps_k{k + 1}"].append(adaptive_clip(args.clip_coef, k + 1, n, args.clip_c))
         updating_time = time.time() - t0
-
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
         sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
         sps = int((global_step - start_step) / (time.time() - start_time))

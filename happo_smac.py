@@ -626,13 +626,10 @@ if __name__ == "__main__":
         torch.set_num_threads(torch_threads)
         # ALGO LOGIC: advantages and the sequential HAPPO update (random order, cumulative blocks)
         t0 = time.time()
-        actor.train()
-        critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
         advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
-        data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-        data.update(h_actor=to_chunks(buf["h_actor"], L)[0], h_critic=to_chunks(buf["h_critic"], L)[0])
+        data = {k: to_chunks(v, L)[0] if k in ("h_actor", "h_critic") else to_chunks(v, L) for k, v in buf.items()}
         norm_adv = normalize_advantages(advantages, buf["alive"])
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
@@ -661,12 +658,10 @@ if __name__ == "__main__":
                 for net, optimizer in ((actor, actor_optimizer), (critic, critic_optimizer)):
                     nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
                     optimizer.step()
-                with torch.no_grad():
-                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"])
+                info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"]).detach()
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
                     stats[k].append(v.item())
         updating_time = time.time() - t0
-
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
         sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
         sps = int((global_step - start_step) / (time.time() - start_time))

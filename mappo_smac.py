@@ -628,8 +628,7 @@ if __name__ == "__main__":
         values_denorm = value_norm.denormalize(buf["values"])
         advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
-        data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-        data.update(h_actor=to_chunks(buf["h_actor"], L)[0], h_critic=to_chunks(buf["h_critic"], L)[0])
+        data = {k: to_chunks(v, L)[0] if k in ("h_actor", "h_critic") else to_chunks(v, L) for k, v in buf.items()}
         norm_adv = normalize_advantages(advantages, buf["alive"])
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
