@@ -276,9 +276,8 @@ def make_sc2_env(map_name, seed):
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
-    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
-    that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
-    The game is closed however the worker ends: "close", an error, SIGTERM, Ctrl-C or the trainer gone."""
+    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end); a game
+    that raises is rebuilt with a new seed, its episode ended; other errors are sent back. The game always closes."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
@@ -617,9 +616,8 @@ if __name__ == "__main__":
     run_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_name = checkpoint["run_name"] if checkpoint else run_name
     run_dir = os.path.join(args.runs_dir, run_name)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
+        seed_rng(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     envs = make_envs(args, args.num_envs, args.seed)

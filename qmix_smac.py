@@ -251,9 +251,8 @@ def make_sc2_env(map_name, seed):
 
 
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
-    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
-    that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
-    The game is closed however the worker ends: "close", an error, SIGTERM, Ctrl-C or the trainer gone."""
+    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end); a game
+    that raises is rebuilt with a new seed, its episode ended; other errors are sent back. The game always closes."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
