@@ -38,7 +38,6 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
-from unittest import mock
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
     # StarCraft II's s2clientprotocol needs protobuf's pure-Python implementation, chosen before TensorBoard loads
@@ -166,7 +165,7 @@ class SMAXVecEnv:
         import jax
         import jax.numpy as jnp
 
-        with mock.patch("builtins.print"):  # jaxmarl prints at import which optional environments it lacks
+        with contextlib.redirect_stdout(None):  # jaxmarl prints at import which optional environments it lacks
             from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
             from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
 
@@ -185,10 +184,9 @@ class SMAXVecEnv:
         scale = jnp.asarray(np.concatenate([np.tile(per_unit, units), np.ones(units), np.full(units, 1 / 5)]))
 
         def observe(state):
-            obs, avail = env.get_obs(state), env.get_avail_actions(state)
-            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(bool)
+            obs, avail = (jnp.stack([d[a] for a in agents]) for d in (env.get_obs(state), env.get_avail_actions(state)))
             alive = state.state.unit_alive[:n]
-            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail, alive=alive)
+            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail.astype(bool), alive=alive)
 
         def reset_one(key):
             _, state = env.reset(key)
@@ -361,10 +359,9 @@ def agent_inputs(raw, last_actions, num_actions):
     num_envs, n = obs.shape[:2]
     ids = torch.eye(n).expand(num_envs, n, n)
     last = nn.functional.one_hot(last_actions.clamp(min=0), num_actions).float() * (last_actions >= 0).unsqueeze(-1)
-    actor_x = torch.cat([obs, ids, last], -1)
     state = torch.as_tensor(raw["state"]).unsqueeze(1).expand(num_envs, n, -1)
     critic_x = torch.cat([torch.cat([state, obs], -1) * alive, ids], -1)
-    return actor_x, critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
+    return torch.cat([obs, ids, last], -1), critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
 
 
 # ALGO LOGIC: networks (pymarl's agent and mixer), exploration, episode replay and the double-Q TD loss
