@@ -531,11 +531,10 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: setup
     args = parse_args()
     try:
-        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+        ckpt = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
         raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
-    run_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = checkpoint["run_name"] if checkpoint else run_name
+    run_name = ckpt["run_name"] if ckpt else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
     for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
         seed_rng(args.seed)
@@ -557,14 +556,14 @@ if __name__ == "__main__":
     rngs = dict(python_rng=(random.getstate, random.setstate), numpy_rng=(np.random.get_state, np.random.set_state))
     rngs["torch_rng"] = (torch.get_rng_state, torch.set_rng_state)
     global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
-    if checkpoint:
+    if ckpt:
         for key, part in trained.items():
-            part.load_state_dict(checkpoint[key])
+            part.load_state_dict(ckpt[key])
         for key, (_, set_state) in rngs.items():
-            set_state(checkpoint[key])
-        global_step, next_eval = checkpoint["global_step"], checkpoint["next_eval"]
-        start_iteration = checkpoint["iteration"] + 1
-        sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
+            set_state(ckpt[key])
+        global_step, next_eval = ckpt["global_step"], ckpt["next_eval"]
+        start_iteration = ckpt["iteration"] + 1
+        sampling_total, updating_total = ckpt["sampling_s"], ckpt["updating_s"]
         print(f"resumed {run_name} from {args.resume} at global_step={global_step}")
     if args.track:
         import wandb
@@ -642,12 +641,11 @@ if __name__ == "__main__":
                 value_norm.update(mb["returns"])
                 target = value_norm.normalize(mb["returns"])
                 v_loss = value_loss_fn(new_values, mb["values"], target, args.clip_coef, args.huber_delta)
-                actor_optimizer.zero_grad()
-                critic_optimizer.zero_grad()
                 (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
                 for net, optimizer in ((actor, actor_optimizer), (critic, critic_optimizer)):
                     nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
                     optimizer.step()
+                    optimizer.zero_grad()
                 info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"]).detach()
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
                     stats[k].append(v.item())
@@ -664,19 +662,18 @@ if __name__ == "__main__":
         scalars += [("time/sampling_s", sampling_time), ("time/updating_s", updating_time)]
         if recent_wins:
             scalars += [("charts/episodic_return", np.mean(recent_returns)), ("charts/win_rate", train_win)]
-        for tag, value in scalars:
-            writer.add_scalar(tag, value, global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
             eval_win_rate, eval_return = greedy_evaluation(actor, eval_envs, args.eval_episodes, args, device)
-            writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
-            writer.add_scalar("eval/episodic_return", eval_return, global_step)
+            scalars += [("eval/win_rate", eval_win_rate), ("eval/episodic_return", eval_return)]
             next_eval = global_step + args.eval_interval
             if args.save_model:
                 state = {k: v.state_dict() for k, v in trained.items()} | {k: get() for k, (get, _) in rngs.items()}
                 state.update(run_name=run_name, args=vars(args), global_step=global_step, iteration=iteration)
                 state.update(next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total)
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
+        for tag, value in scalars:
+            writer.add_scalar(tag, value, global_step)
         elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
         line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f}"
