@@ -34,6 +34,7 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
+from unittest import mock
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
     # StarCraft II's s2clientprotocol needs protobuf's pure-Python implementation, chosen before TensorBoard loads
@@ -176,7 +177,7 @@ class SMAXVecEnv:
         import jax
         import jax.numpy as jnp
 
-        with contextlib.redirect_stdout(None):  # jaxmarl prints at import which optional environments it lacks
+        with mock.patch("builtins.print"):  # jaxmarl prints at import which optional environments it lacks
             from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
             from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
 

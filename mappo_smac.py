@@ -11,8 +11,7 @@ Implementation details
 2. Unavailable actions get logit -1e10; a dead agent's only action (SMAX "stop", SC2 no-op) has ratio 1.
 3. A GRU (default) trained on chunks of `data_chunk_length` steps from their stored hidden state; orthogonal init.
 4. ValueNorm on the critic's targets, GAE on denormalised values; separate Adams (eps 1e-5), gradient norm clip 10.
-5. Value loss: max of the Huber (delta 10) losses of the plain and the clipped value. Policy loss, entropy and
-   advantage normalisation are over alive agents. Every episode end is terminal (a time-out is a loss).
+5. Policy loss, entropy and advantage normalisation cover alive agents; every episode end is terminal (time-outs too).
 6. Per-map presets (the A2PO code base's baseline table, as in CoPPO and HAPPO) fill the flags not given. MAPPO's own
    code, as flags: 8 envs x 400 steps, and the table's epochs and clip but 15 epochs on 3s_vs_5z and MMM.
 7. SMAX steps all games in one jitted `jax.vmap`; StarCraft II runs one game per subprocess and restarts a crashed one
@@ -35,6 +34,7 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
+from unittest import mock
 
 if re.search(r"--env[-_]backend[= ]sc2\b", " ".join(sys.argv[1:])):
     # StarCraft II's s2clientprotocol needs protobuf's pure-Python implementation, chosen before TensorBoard loads
@@ -169,7 +169,7 @@ class SMAXVecEnv:
         import jax
         import jax.numpy as jnp
 
-        with contextlib.redirect_stdout(None):  # jaxmarl prints at import which optional environments it lacks
+        with mock.patch("builtins.print"):  # jaxmarl prints at import which optional environments it lacks
             from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario, register_scenario
             from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario
 
