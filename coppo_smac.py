@@ -87,19 +87,15 @@ class Args:
     num_iterations: int = 0  # rollout + update iterations
 
 
-# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given
+# ALGO LOGIC: per-map presets (the A2PO code base's baseline table), for the flags not given; other maps: defaults
 MAP_PRESETS = {
-    "2c_vs_64zg": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
-    "3s5z": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "3s5z_vs_3s6z": dict(update_epochs=5, gae_lambda=0.90, clip_coef=0.2, recurrent=True),
     "3s_vs_5z": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.05, recurrent=False),
     "5m_vs_6m": dict(update_epochs=10, gae_lambda=0.93, clip_coef=0.05, recurrent=True),
     "6h_vs_8z": dict(update_epochs=5, gae_lambda=0.99, clip_coef=0.2, recurrent=False),
     "8m_vs_9m": dict(update_epochs=15, gae_lambda=0.95, clip_coef=0.05, recurrent=True),
     "10m_vs_11m": dict(update_epochs=10, gae_lambda=0.97, clip_coef=0.2, recurrent=True),
-    "27m_vs_30m": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "MMM": dict(update_epochs=10, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
-    "MMM2": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=True),
     "corridor": dict(update_epochs=5, gae_lambda=0.95, clip_coef=0.2, recurrent=False),
 }
 for preset in MAP_PRESETS.values():  # CoPPO: the others' clip at half the clip
@@ -199,16 +195,14 @@ class SMAXVecEnv:
         scale = jnp.asarray(np.concatenate([np.tile(per_unit, units), np.ones(units), np.full(units, 1 / 5)]))
 
         def observe(state):
-            obs, avail = env.get_obs(state), env.get_avail_actions(state)
-            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(bool)
+            obs, avail = (jnp.stack([d[a] for a in agents]) for d in (env.get_obs(state), env.get_avail_actions(state)))
             alive = state.state.unit_alive[:n]
-            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail, alive=alive)
+            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail.astype(bool), alive=alive)
 
         def reset_one(key):
             _, state = env.reset(key)
-            policy = state.enemy_policy_state
-            last_attacked = policy.last_attacked_enemy.astype(jnp.int32)
-            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=last_attacked))
+            last = state.enemy_policy_state.last_attacked_enemy.astype(jnp.int32)  # the dtype env.step leaves
+            return state.replace(enemy_policy_state=state.enemy_policy_state.replace(last_attacked_enemy=last))
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
@@ -265,17 +259,9 @@ def make_sc2_env(map_name, seed):
     return StarCraftCapabilityEnvWrapper(capability_config=config, **settings)
 
 
-def sc2_observe(env, reward=0.0, done=False, won=False):
-    avail = np.asarray(env.get_avail_actions(), dtype=bool)
-    obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
-    # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(obs=obs, state=state, avail=avail, alive=~avail[:, 0], reward=reward, done=done, won=won)
-
-
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
-    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
-    that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
-    The game is closed however the worker ends: "close", an error, SIGTERM, Ctrl-C or the trainer gone."""
+    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end); a game
+    that raises is rebuilt with a new seed, its episode ended; other errors are sent back. The game always closes."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
@@ -293,8 +279,8 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 reward, terminated, info = env.step(msg["actions"]) if msg["cmd"] == "step" else (0.0, False, {})
                 if terminated or msg["cmd"] == "reset":
                     env.reset()
-                won = bool(terminated and info.get("battle_won", False))
-                answer = sc2_observe(env, float(reward), bool(terminated), won)
+                answer = dict(reward=float(reward), done=bool(terminated))
+                answer["won"] = bool(terminated and info.get("battle_won", False))
             except Exception:
                 print(f"warning: StarCraft II game (seed {seed}) crashed; restarting it and ending its episode.")
                 print(traceback.format_exc(), flush=True)
@@ -302,8 +288,10 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 env, seed = None, seed + 100_000
                 env = env_fn(map_name, seed)
                 env.reset()
-                answer = sc2_observe(env, done=True)
-            remote.send(answer)
+                answer = dict(reward=0.0, done=True, won=False)
+            avail = np.asarray(env.get_avail_actions(), dtype=bool)  # SMAC: a dead agent has only no-op (action 0)
+            obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
+            remote.send(dict(answer, obs=obs, state=state, avail=avail, alive=~avail[:, 0]))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:
@@ -382,10 +370,9 @@ def agent_inputs(raw, last_actions, num_actions):
     num_envs, n = obs.shape[:2]
     ids = torch.eye(n).expand(num_envs, n, n)
     last = nn.functional.one_hot(last_actions.clamp(min=0), num_actions).float() * (last_actions >= 0).unsqueeze(-1)
-    actor_x = torch.cat([obs, ids, last], -1)
     state = torch.as_tensor(raw["state"]).unsqueeze(1).expand(num_envs, n, -1)
     critic_x = torch.cat([torch.cat([state, obs], -1) * alive, ids], -1)
-    return actor_x, critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
+    return torch.cat([obs, ids, last], -1), critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
 
 
 # TRY NOT TO MODIFY: networks
@@ -497,14 +484,9 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
 
 # TRY NOT TO MODIFY: rollout storage and sequence minibatches
 def to_chunks(x, chunk):
-    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L)."""
+    """(T, E, ...) -> (L, C*E, ...): column c*E + e is env e's steps [c*L, (c+1)*L), so [0] holds the chunks' starts."""
     T, E = x.shape[:2]
     return x.reshape(T // chunk, chunk, E, *x.shape[2:]).transpose(0, 1).reshape(chunk, (T // chunk) * E, *x.shape[2:])
-
-
-def chunk_starts(x, chunk):
-    """(T, E, ...) -> (C*E, ...): the entry at the first step of every chunk."""
-    return to_chunks(x, chunk)[0]
 
 
 def evaluate_sequences(actor, critic, mb):
@@ -550,15 +532,13 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: setup
     args = parse_args()
     try:
-        checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
+        ckpt = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
         raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
-    run_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = checkpoint["run_name"] if checkpoint else run_name
+    run_name = ckpt["run_name"] if ckpt else f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
+        seed_rng(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     envs = make_envs(args, args.num_envs, args.seed)
@@ -574,16 +554,17 @@ if __name__ == "__main__":
     value_norm = ValueNorm().to(device)
     trained = {"actor": actor, "critic": critic, "value_norm": value_norm}  # what a checkpoint holds, by key
     trained.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
+    rngs = dict(python_rng=(random.getstate, random.setstate), numpy_rng=(np.random.get_state, np.random.set_state))
+    rngs["torch_rng"] = (torch.get_rng_state, torch.set_rng_state)
     global_step, start_iteration, sampling_total, updating_total, next_eval = 0, 1, 0.0, 0.0, 0
-    if checkpoint:
+    if ckpt:
         for key, part in trained.items():
-            part.load_state_dict(checkpoint[key])
-        random.setstate(checkpoint["python_rng"])
-        np.random.set_state(checkpoint["numpy_rng"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        global_step, next_eval = checkpoint["global_step"], checkpoint["next_eval"]
-        start_iteration = checkpoint["iteration"] + 1
-        sampling_total, updating_total = checkpoint["sampling_s"], checkpoint["updating_s"]
+            part.load_state_dict(ckpt[key])
+        for key, (_, set_state) in rngs.items():
+            set_state(ckpt[key])
+        global_step, next_eval = ckpt["global_step"], ckpt["next_eval"]
+        start_iteration = ckpt["iteration"] + 1
+        sampling_total, updating_total = ckpt["sampling_s"], ckpt["updating_s"]
         print(f"resumed {run_name} from {args.resume} at global_step={global_step}")
     if args.track:
         import wandb
@@ -632,21 +613,17 @@ if __name__ == "__main__":
             recent_wins.extend(won[done])
             ep_return[done] = 0.0
         with torch.no_grad():
-            critic_x = agent_inputs(raw, last_actions, A)[1]
+            critic_x = agent_inputs(raw, last_actions, A)[1].view(1, E * n, -1).to(device)
             s = starts.to(device).repeat_interleave(n).unsqueeze(0)
-            next_value = critic(critic_x.view(1, E * n, -1).to(device), h_critic, s)[0].view(E, n)
+            next_v = value_norm.denormalize(critic(critic_x, h_critic, s)[0].view(E, n))
         sampling_time = time.time() - t0
         torch.set_num_threads(torch_threads)
         # ALGO LOGIC: advantages and the simultaneous CoPPO update
         t0 = time.time()
-        actor.train()
-        critic.train()
         values_denorm = value_norm.denormalize(buf["values"])
-        next_v = value_norm.denormalize(next_value)
         advantages = compute_gae(buf["rewards"], values_denorm, next_v, buf["continues"], args.gamma, args.gae_lambda)
         returns = advantages + values_denorm
-        data = {k: to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-        data.update(h_actor=chunk_starts(buf["h_actor"], L), h_critic=chunk_starts(buf["h_critic"], L))
+        data = {k: to_chunks(v, L)[0] if k in ("h_actor", "h_critic") else to_chunks(v, L) for k, v in buf.items()}
         norm_adv = normalize_advantages(advantages, buf["alive"])
         data.update(advantages=to_chunks(norm_adv, L), returns=to_chunks(returns, L))
         num_sequences = data["h_actor"].shape[0]
@@ -665,18 +642,15 @@ if __name__ == "__main__":
                 value_norm.update(mb["returns"])
                 target = value_norm.normalize(mb["returns"])
                 v_loss = value_loss_fn(new_values, mb["values"], target, args.clip_coef, args.huber_delta)
-                actor_optimizer.zero_grad()
-                critic_optimizer.zero_grad()
                 (pg_loss - args.ent_coef * entropy_loss + v_loss).backward()
                 for net, optimizer in ((actor, actor_optimizer), (critic, critic_optimizer)):
                     nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
                     optimizer.step()
-                with torch.no_grad():
-                    info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"])
+                    optimizer.zero_grad()
+                info["approx_kl"] = masked_mean(logratio.exp() - 1 - logratio, mb["alive"]).detach()
                 for k, v in {**info, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}.items():
                     stats[k].append(v.item())
         updating_time = time.time() - t0
-
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
         sampling_total, updating_total = sampling_total + sampling_time, updating_total + updating_time
         sps = int((global_step - start_step) / (time.time() - start_time))
@@ -689,28 +663,23 @@ if __name__ == "__main__":
         scalars += [("time/sampling_s", sampling_time), ("time/updating_s", updating_time)]
         if recent_wins:
             scalars += [("charts/episodic_return", np.mean(recent_returns)), ("charts/win_rate", train_win)]
-        for tag, value in scalars:
-            writer.add_scalar(tag, value, global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
             eval_win_rate, eval_return = greedy_evaluation(actor, eval_envs, args.eval_episodes, args, device)
-            writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
-            writer.add_scalar("eval/episodic_return", eval_return, global_step)
+            scalars += [("eval/win_rate", eval_win_rate), ("eval/episodic_return", eval_return)]
             next_eval = global_step + args.eval_interval
             if args.save_model:
-                state = {key: part.state_dict() for key, part in trained.items()}
+                state = {k: v.state_dict() for k, v in trained.items()} | {k: get() for k, (get, _) in rngs.items()}
                 state.update(run_name=run_name, args=vars(args), global_step=global_step, iteration=iteration)
                 state.update(next_eval=next_eval, sampling_s=sampling_total, updating_s=updating_total)
-                state.update(python_rng=random.getstate(), numpy_rng=np.random.get_state())
-                state.update(torch_rng=torch.get_rng_state())
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
-        elapsed, eta = time.time() - start_time, (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
-        print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
-            f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
-            f"elapsed {datetime.timedelta(seconds=int(elapsed))} ETA {datetime.timedelta(seconds=int(eta))}",
-            flush=True,
-        )
+        for tag, value in scalars:
+            writer.add_scalar(tag, value, global_step)
+        elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
+        eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
+        line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f}"
+        times = f"sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}"
+        print(f"{line} eval {eval_win_rate:.3f} {times}", flush=True)
     summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
     summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
     summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))

@@ -185,16 +185,14 @@ class SMAXVecEnv:
         scale = jnp.asarray(np.concatenate([np.tile(per_unit, units), np.ones(units), np.full(units, 1 / 5)]))
 
         def observe(state):
-            obs, avail = env.get_obs(state), env.get_avail_actions(state)
-            obs, avail = jnp.stack([obs[a] for a in agents]), jnp.stack([avail[a] for a in agents]).astype(bool)
+            obs, avail = (jnp.stack([d[a] for a in agents]) for d in (env.get_obs(state), env.get_avail_actions(state)))
             alive = state.state.unit_alive[:n]
-            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail, alive=alive)
+            return dict(obs=obs, state=env.get_world_state(state) * scale, avail=avail.astype(bool), alive=alive)
 
         def reset_one(key):
             _, state = env.reset(key)
-            policy = state.enemy_policy_state
-            last_attacked = policy.last_attacked_enemy.astype(jnp.int32)
-            return state.replace(enemy_policy_state=policy.replace(last_attacked_enemy=last_attacked))
+            last = state.enemy_policy_state.last_attacked_enemy.astype(jnp.int32)  # the dtype env.step leaves
+            return state.replace(enemy_policy_state=state.enemy_policy_state.replace(last_attacked_enemy=last))
 
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
@@ -251,17 +249,9 @@ def make_sc2_env(map_name, seed):
     return StarCraftCapabilityEnvWrapper(capability_config=config, **settings)
 
 
-def sc2_observe(env, reward=0.0, done=False, won=False):
-    avail = np.asarray(env.get_avail_actions(), dtype=bool)
-    obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
-    # SMAC: a dead agent has only no-op (action 0) available, a living one never has it
-    return dict(obs=obs, state=state, avail=avail, alive=~avail[:, 0], reward=reward, done=done, won=won)
-
-
 def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
-    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end). A game
-    that raises is rebuilt with a new seed, its step answered as terminal and not won; other errors are sent back.
-    The game is closed however the worker ends: "close", an error, SIGTERM, Ctrl-C or the trainer gone."""
+    """Serves one game: "reset" and "step" answer with the next observation (auto-reset at an episode end); a game
+    that raises is rebuilt with a new seed, its episode ended; other errors are sent back. The game always closes."""
     trainer_end.close()  # this process's copy of the trainer's end would hide the trainer's death
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # at exit the trainer terminates daemon workers
     trainer, env, error = os.getppid(), None, None
@@ -279,8 +269,8 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 reward, terminated, info = env.step(msg["actions"]) if msg["cmd"] == "step" else (0.0, False, {})
                 if terminated or msg["cmd"] == "reset":
                     env.reset()
-                won = bool(terminated and info.get("battle_won", False))
-                answer = sc2_observe(env, float(reward), bool(terminated), won)
+                answer = dict(reward=float(reward), done=bool(terminated))
+                answer["won"] = bool(terminated and info.get("battle_won", False))
             except Exception:
                 print(f"warning: StarCraft II game (seed {seed}) crashed; restarting it and ending its episode.")
                 print(traceback.format_exc(), flush=True)
@@ -288,8 +278,10 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
                 env, seed = None, seed + 100_000
                 env = env_fn(map_name, seed)
                 env.reset()
-                answer = sc2_observe(env, done=True)
-            remote.send(answer)
+                answer = dict(reward=0.0, done=True, won=False)
+            avail = np.asarray(env.get_avail_actions(), dtype=bool)  # SMAC: a dead agent has only no-op (action 0)
+            obs, state = np.asarray(env.get_obs(), dtype=np.float32), np.asarray(env.get_state(), dtype=np.float32)
+            remote.send(dict(answer, obs=obs, state=state, avail=avail, alive=~avail[:, 0]))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:
@@ -368,10 +360,9 @@ def agent_inputs(raw, last_actions, num_actions):
     num_envs, n = obs.shape[:2]
     ids = torch.eye(n).expand(num_envs, n, n)
     last = nn.functional.one_hot(last_actions.clamp(min=0), num_actions).float() * (last_actions >= 0).unsqueeze(-1)
-    actor_x = torch.cat([obs, ids, last], -1)
     state = torch.as_tensor(raw["state"]).unsqueeze(1).expand(num_envs, n, -1)
     critic_x = torch.cat([torch.cat([state, obs], -1) * alive, ids], -1)
-    return actor_x, critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
+    return torch.cat([obs, ids, last], -1), critic_x, torch.as_tensor(raw["avail"]), alive.squeeze(-1)
 
 
 # ALGO LOGIC: networks (pymarl's agent and mixer), exploration, episode replay and the double-Q TD loss

@@ -195,7 +195,7 @@ def test_preopc_bootstrap_comes_from_the_current_critic(a2po, recurrent):
         h_critic=torch.stack(h_c[:T]).view(T, E, n, 8),
     )
     data = {k: a2po.to_chunks(v, L) for k, v in buf.items() if k not in ("h_actor", "h_critic")}
-    data.update(h_actor=a2po.chunk_starts(buf["h_actor"], L), h_critic=a2po.chunk_starts(buf["h_critic"], L))
+    data.update(h_actor=a2po.to_chunks(buf["h_actor"], L)[0], h_critic=a2po.to_chunks(buf["h_critic"], L)[0])
     adv, values, _ = a2po.preopc_advantages(actor, critic, value_norm, data, buf, critic_x[T], starts[T], args)
     v_bar = value_norm.denormalize(full + 0.5)
     assert torch.allclose(values, v_bar[:T], atol=1e-5)
