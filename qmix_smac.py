@@ -469,7 +469,7 @@ def double_q_values(q, target_q, avail):
 
 
 def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim):
-    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + γ (1 - terminated_t) Q_tot^-(t+1); batch time-major."""
+    """Mean over filled steps of (Q_tot(t) - y_t)^2, y_t = r_t + γ (1 - terminated_t) Q_tot^-(t+1); time-major."""
     L, B, n = batch["actions"].shape
     x = batch["actor_x"].float().reshape(L, B * n, -1)
     h0, starts = x.new_zeros(B * n, hidden_dim), x.new_zeros(L, B * n)  # h0 = 0 is every episode's start
