@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,3 +97,17 @@ def only_run_dir(cwd):
     runs = sorted((Path(cwd) / "runs").iterdir())
     assert len(runs) == 1, f"expected one run folder, found {[r.name for r in runs]}"
     return runs[0]
+
+
+TIME = r"(?:\d+ days?, )?\d+:\d\d:\d\d"
+ITER_LINE = re.compile(  # the per-iteration line every script prints (README.md, "Run")
+    r"iter (\d+)/(\d+) step (\d+) SPS \d+ train (nan|-?\d+\.\d{3}) eval (nan|-?\d+\.\d{3}) "
+    rf"sample \d+\.\d\ds update \d+\.\d\ds elapsed {TIME} ETA {TIME}"
+)
+
+
+def iter_lines(out):
+    """(iteration, iterations, step, train, eval) of every per-iteration line in `out`; each must match ITER_LINE."""
+    lines = [line for line in out.splitlines() if line.startswith("iter ")]
+    assert all(ITER_LINE.fullmatch(line) for line in lines), lines
+    return [ITER_LINE.fullmatch(line).groups() for line in lines]

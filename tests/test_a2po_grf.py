@@ -5,13 +5,12 @@ gfootball must be installed (`bash install_gfootball.sh`); these tests never ski
 
 import json
 import math
-import re
 import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_workers_die_with_trainer, load_script, only_run_dir, read_scalars, run_script
+from helpers import assert_workers_die_with_trainer, iter_lines, load_script, only_run_dir, read_scalars, run_script
 
 grf = load_script("a2po_grf")
 TINY = ["--num-envs", "2", "--num-steps", "64", "--update-epochs", "1", "--hidden-dim", "32"]
@@ -314,19 +313,13 @@ ITER_KEYS = [
     "a2po/trace_ratio_mean",
     "a2po/preopc_gap",
 ]
-ITER_LINE = re.compile(
-    r"iter (\d+)/(\d+) step (\d+) SPS \d+ train (nan|\d\.\d{3}) eval (nan|\d\.\d{3}) "
-    r"sample \d+\.\d{2}s update \d+\.\d{2}s elapsed \d+:\d{2}:\d{2} ETA \d+:\d{2}:\d{2}"
-)
 
 
-def iter_lines(out):
-    """The per-iteration lines of a run's output, each checked against the common format; gym's deprecation
-    notice (printed when gfootball imports gym) must not be there."""
+def grf_iter_lines(out):
+    """The per-iteration lines (helpers.iter_lines); gym's deprecation notice (printed when gfootball imports gym)
+    must not be there."""
     assert "unmaintained" not in out and "Gymnasium" not in out, out
-    lines = [line for line in out.splitlines() if line.startswith("iter ")]
-    assert all(ITER_LINE.fullmatch(line) for line in lines), lines
-    return [ITER_LINE.fullmatch(line).groups() for line in lines]
+    return iter_lines(out)
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +345,7 @@ def academy_run(tmp_path_factory):
 
 def test_smoke_academy_logs_and_summary(academy_run):
     cwd, out = academy_run
-    lines = iter_lines(out)
+    lines = grf_iter_lines(out)
     assert [line[:3] for line in lines] == [("1", "2", "128"), ("2", "2", "256")]
     assert all(line[4] != "nan" for line in lines)  # evaluated at 128 and at 256
     run_dir = only_run_dir(cwd)
@@ -422,7 +415,7 @@ def test_smoke_5_vs_5_with_full_game_preset(tmp_path):
         timeout=300,
     ).stdout
     assert "iter 1/1 step 128" in out
-    assert iter_lines(out) == [("1", "1", "128", "nan", "nan")]  # no game ends in 64 steps; no evaluation
+    assert grf_iter_lines(out) == [("1", "1", "128", "nan", "nan")]  # no game ends in 64 steps; no evaluation
     run_dir = only_run_dir(tmp_path)
     scalars = read_scalars(run_dir)
     assert not [k for k in ITER_KEYS if k not in scalars], sorted(scalars)

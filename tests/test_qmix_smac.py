@@ -3,12 +3,11 @@ runs of the script (smoke, resume with and without the buffer, bad input). Its l
 tests/test_smac_learning.py, its shared sections in tests/test_smac_shared_sections.py."""
 
 import json
-import re
 
 import pytest
 import torch
 import torch.nn as nn
-from helpers import load_script, only_run_dir, read_scalars, run_script
+from helpers import iter_lines, load_script, only_run_dir, read_scalars, run_script
 
 
 @pytest.fixture(scope="module")
@@ -199,18 +198,10 @@ SMOKE = [
 ]
 
 
-# the per-iteration line every script prints (README.md, "Run")
-ITER_LINE = re.compile(
-    r"^iter (\d+)/(\d+) step (\d+) SPS \d+ train (\d\.\d{3}|nan) eval (\d\.\d{3}|nan) "
-    r"sample \d+\.\d\ds update \d+\.\d\ds elapsed (\d+ days?, )?\d+:\d\d:\d\d ETA (\d+ days?, )?\d+:\d\d:\d\d$",
-    re.M,
-)
-
-
 def test_smoke_run_trains_logs_every_key_and_writes_a_summary(tmp_path):
     proc = run_script("qmix_smac", *SMOKE, cwd=tmp_path, timeout=300)
     assert "iter 3/3" in proc.stdout and "replay buffer: 16 episodes x 61 steps" in proc.stdout
-    lines = [m.group(1, 2, 3) for m in ITER_LINE.finditer(proc.stdout)]
+    lines = [line[:3] for line in iter_lines(proc.stdout)]
     assert lines == [("1", "3", "80"), ("2", "3", "160"), ("3", "3", "240")], proc.stdout[-2000:]
     assert "eps " not in proc.stdout and "grad_steps" not in proc.stdout, "QMIX's extras go to TensorBoard only"
     run_dir = only_run_dir(tmp_path)
