@@ -662,20 +662,20 @@ if __name__ == "__main__":
                     v_loss.backward()
                     nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                     critic_optims[agent].step()
-            var = returns.var()
-            explained_var = 1 - (returns - values_i).var() / var if var > 0 else torch.tensor(float("nan"))
-            turn_stats = {
-                "losses/policy_loss": pg_loss,
-                "losses/value_loss": v_loss,
-                "losses/entropy": entropy,
-                "losses/approx_kl": (logratio.exp() - 1 - logratio).mean(),
-                "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
-                "losses/explained_variance": explained_var,
-                "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
-                "a2po/preopc_gap": (adv[..., agent] - gae[..., agent]).abs().mean(),
-            }
-            stats.append(turn_stats)
-            with torch.no_grad():
+            with torch.no_grad():  # the turn's statistics and its log-ratio enter no graph
+                var = returns.var()
+                explained_var = 1 - (returns - values_i).var() / var if var > 0 else torch.tensor(float("nan"))
+                turn_stats = {
+                    "losses/policy_loss": pg_loss,
+                    "losses/value_loss": v_loss,
+                    "losses/entropy": entropy,
+                    "losses/approx_kl": (logratio.exp() - 1 - logratio).mean(),
+                    "losses/clipfrac": ((l_i - 1.0).abs() > eps).float().mean(),
+                    "losses/explained_variance": explained_var,
+                    "a2po/trace_ratio_mean": rho.clamp(max=1.0).mean(),
+                    "a2po/preopc_gap": (adv[..., agent] - gae[..., agent]).abs().mean(),
+                }
+                stats.append(turn_stats)
                 log_rho = log_rho + (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).reshape(T, E)
         updating_time = time.time() - update_start
 
