@@ -10,6 +10,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BANNER = re.compile(r"^\s*# (TRY NOT TO MODIFY|ALGO LOGIC): (.*)$")
+
+
+def sections(name):
+    """{(kind, title): text} for every banner of `name`.py; the text runs to the next banner."""
+    out, key, lines = {}, None, []
+    for line in (ROOT / f"{name}.py").read_text().splitlines():
+        m = BANNER.match(line)
+        if m:
+            if key:
+                out[key] = "\n".join(lines)
+            key, lines = (m.group(1), m.group(2)), []
+        elif key:
+            lines.append(line)
+    out[key] = "\n".join(lines)
+    return out
 
 
 def load_script(name):

@@ -6,25 +6,9 @@ checkpoint sections: each of its shared sections is mappo_smac.py's section of t
 import re
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, sections
 
 SCRIPTS = ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"]
-BANNER = re.compile(r"^\s*# (TRY NOT TO MODIFY|ALGO LOGIC): (.*)$")
-
-
-def sections(name):
-    """{(kind, title): text} for every banner of the file; the text runs to the next banner."""
-    out, key, lines = {}, None, []
-    for line in (ROOT / f"{name}.py").read_text().splitlines():
-        m = BANNER.match(line)
-        if m:
-            if key:
-                out[key] = "\n".join(lines)
-            key, lines = (m.group(1), m.group(2)), []
-        elif key:
-            lines.append(line)
-    out[key] = "\n".join(lines)
-    return out
 
 
 def test_sections_parse_into_shared_and_algorithm_parts():
