@@ -41,7 +41,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PPO_SMAC_ALGOS = ["mappo_smac", "coppo_smac", "happo_smac", "a2po_smac"]
+ALGOS = ["mappo", "coppo", "happo", "a2po"]  # the talk's column order; SMAC adds QMIX
+PPO_SMAC_ALGOS = [f"{a}_smac" for a in ALGOS]
 SMAC_ALGOS = PPO_SMAC_ALGOS + ["qmix_smac"]  # the talk's column order
 # The talk's SMAC maps and budgets (REFERENCE.md): 10M env steps, 5M on MMM, 15M on 6h_vs_8z.
 PAPER_SMAC_MAPS = {
@@ -96,6 +97,7 @@ MAMUJOCO_TASKS = [
     ("HumanoidStandup", "9|8"),
     ("HumanoidStandup", "17x1"),
 ]
+SPEED_MAMUJOCO = [("Humanoid", "9|8"), ("Ant", "4x2"), ("Humanoid", "17x1")]  # the talk's training-time rows
 GRF_QUICK = ["academy_3_vs_1_with_keeper", "academy_pass_and_shoot_with_keeper"]
 GRF_PAPER = ["5_vs_5", "11_vs_11_stochastic"]  # the talk's full-game scenarios (behaviour table: 5_vs_5)
 # speed: identical rollout and epochs for the four PPO algorithms (the training-time table; QMIX has no epochs).
@@ -164,23 +166,24 @@ def smac_cells(maps, backend, seeds, algos=SMAC_ALGOS, extra_fn=lambda budget: (
     ]
 
 
-def mamujoco_cells(tasks, budget, seeds, extra=()):
+def mamujoco_cells(tasks, budget, seeds, extra=(), algos=ALGOS):
     return [
         Cell(
-            "a2po_mamujoco",
+            f"{a}_mamujoco",
             f"{sc}-{conf}".replace("|", "_"),
             ("--scenario", sc, "--agent-conf", conf),
             s,
             budget,
-            tuple(extra),
+            extra,
         )
         for sc, conf in tasks
+        for a in algos
         for s in seeds
     ]
 
 
-def grf_cells(envs, budget, seeds, extra=()):
-    return [Cell("a2po_grf", e, ("--env-name", e), s, budget, tuple(extra)) for e in envs for s in seeds]
+def grf_cells(envs, budget, seeds, extra=(), algos=ALGOS):
+    return [Cell(f"{a}_grf", e, ("--env-name", e), s, budget, tuple(extra)) for e in envs for a in algos for s in seeds]
 
 
 def preset_cells(name, seeds=None):
@@ -204,19 +207,15 @@ def preset_cells(name, seeds=None):
     if name == "grf-paper":
         return grf_cells(GRF_PAPER, 100_000_000, pick(5))
     if name == "speed":
-        # 10 iterations each (report.py drops the first, which holds JAX compilation and worker start-up).
+        # The talk's training-time table: the four algorithms with identical rollouts and epochs, 10 iterations each
+        # (report.py drops the first, which holds JAX compilation and worker start-up), no evaluation to speak of.
+        # MA-MuJoCo and GRF keep the scripts' own rollouts (4000 and 2048 steps per iteration).
+        no_eval = ("--update-epochs", "5", "--eval-episodes", "1", "--eval-interval", "1000000000")
         return (
             smac_cells(
                 {"3s5z": 32_000, "27m_vs_30m": 32_000}, "smax", pick(1), PPO_SMAC_ALGOS, extra_fn=lambda b: SPEED_SMAC
             )
-            # A2PO only on these two (no other algorithm has a script there): the scripts' own rollout
-            # defaults (4000 and 2048 steps per iteration), 10 iterations, no evaluation to speak of
-            + mamujoco_cells(
-                [("Humanoid", "17x1")],
-                40_000,
-                pick(1),
-                ("--update-epochs", "5", "--eval-episodes", "1", "--eval-interval", "1000000000"),
-            )
+            + mamujoco_cells(SPEED_MAMUJOCO, 40_000, pick(1), no_eval)
             + grf_cells(["5_vs_5"], 20_480, pick(1), ("--update-epochs", "5", "--eval-episodes", "0"))
         )
     raise SystemExit(f"error: unknown preset '{name}'. Presets: {', '.join(PRESETS)}.")
@@ -225,12 +224,13 @@ def preset_cells(name, seeds=None):
 PRESETS = {
     "smac-quick": "SMAX 3m (200k), 2s3z and 3s5z (300k), 5 algorithms (4 PPO + QMIX), 3 seeds (about 2 h on 2 cores)",
     "smac-paper": "the talk's 12 maps on StarCraft II (sc2) + the 8 of them SMAX has, 5 algorithms, 5 seeds, 5-15M",
-    "mamujoco-quick": "A2PO on the 14 MA-MuJoCo tasks, 3 seeds, 300k steps",
-    "mamujoco-paper": "A2PO on the 14 MA-MuJoCo tasks, 5 seeds, 10M steps",
-    "grf-quick": "A2PO on GRF academy 3_vs_1_with_keeper and pass_and_shoot_with_keeper, 3 seeds, 500k steps",
-    "grf-paper": "A2PO on GRF full games 5_vs_5 and 11_vs_11_stochastic, 5 seeds, 100M steps",
-    "speed": "training-time table: the 4 PPO SMAC algorithms on SMAX 3s5z and 27m_vs_30m with identical rollouts and "
-    "epochs (10 iterations), A2PO on Humanoid 17x1 and GRF 5_vs_5 (10 iterations), 1 seed",
+    "mamujoco-quick": "MAPPO, CoPPO, HAPPO and A2PO on the 14 MA-MuJoCo tasks, 3 seeds, 300k steps",
+    "mamujoco-paper": "MAPPO, CoPPO, HAPPO and A2PO on the 14 MA-MuJoCo tasks, 5 seeds, 10M steps",
+    "grf-quick": "MAPPO, CoPPO, HAPPO and A2PO on GRF academy 3_vs_1_with_keeper and pass_and_shoot_with_keeper, "
+    "3 seeds, 500k steps",
+    "grf-paper": "MAPPO, CoPPO, HAPPO and A2PO on GRF full games 5_vs_5 and 11_vs_11_stochastic, 5 seeds, 100M steps",
+    "speed": "training-time table: MAPPO, CoPPO, HAPPO and A2PO with identical rollouts and epochs (10 iterations, "
+    "1 seed) on SMAX 3s5z and 27m_vs_30m, Humanoid 9|8, Ant 4x2, Humanoid 17x1 and GRF 5_vs_5",
 }
 
 

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmark"))
 from launch import git_commit, machine  # noqa: E402  (one definition of the run's provenance)
 
 ALGO_ORDER = ["mappo", "coppo", "happo", "a2po", "qmix"]  # the talk's SMAC table
+ALGO_NAMES = dict(mappo="MAPPO", coppo="CoPPO", happo="HAPPO", a2po="A2PO", qmix="QMIX")  # as the talk writes them
 MAP_ORDER = [
     "MMM",
     "3s_vs_5z",
@@ -64,6 +65,15 @@ MAP_ORDER = [
     "27m_vs_30m",
     "corridor",
 ]  # the talk's row order
+# The talk's training-time table (MAPPO, CoPPO, HAPPO, A2PO; MAPPO = 1.00), by run-folder task name
+TALK_TIMES = {
+    "3s5z": (1.00, 1.02, 1.10, 1.30),
+    "27m_vs_30m": (1.00, 1.00, 1.20, 1.19),
+    "Humanoid-9_8": (1.00, 0.99, 1.12, 1.26),
+    "Ant-4x2": (1.00, 1.01, 1.12, 1.05),
+    "Humanoid-17x1": (1.00, 1.41, 1.39, 1.60),
+    "5_vs_5": (1.00, 0.94, 1.13, 1.08),
+}
 BEHAVIOUR = [
     ("Assist", "eval/assists", 1.0),
     ("Goal", "eval/goals", 1.0),
@@ -193,6 +203,10 @@ def final_value(run, tag):
 
 
 # ---------------------------------------------------------------- small helpers
+def names(algos):
+    return [ALGO_NAMES.get(a, a) for a in algos]
+
+
 def order_algos(algos):
     algos = set(algos)
     return [a for a in ALGO_ORDER if a in algos] + sorted(algos - set(ALGO_ORDER))
@@ -278,7 +292,7 @@ def final_table(runs, tag, scale, decimals=1):
             )
         cells = [f"{overall[a]['median']:.{decimals}f} ({overall[a]['std']:.3g})" for a in algos]
         rows.append(["overall", *bold_best(cells, [overall[a]["median"] for a in algos]), f"{len(complete)} maps"])
-    return md_table(["Task", *algos, "seeds"], rows), dict(data, overall=overall)
+    return md_table(["Task", *names(algos), "seeds"], rows), dict(data, overall=overall)
 
 
 def behaviour_table(runs):
@@ -307,7 +321,7 @@ def behaviour_table(runs):
             )
         out_md.append(
             f"**{lab}** (per game, mean (std) over seeds; bigger is better except Lost)\n\n"
-            + md_table(["Metric", *algos], rows)
+            + md_table(["Metric", *names(algos)], rows)
         )
     return "\n\n".join(out_md), out
 
@@ -357,10 +371,11 @@ def time_table(runs, skip_first):
             else:
                 cells.append(absolute)
         iters = sorted({t["iterations"] for t in out[lab].values()})
-        rows.append([lab, *cells, "/".join(map(str, iters))])
+        talk = TALK_TIMES.get(lab.split(" (")[0])
+        rows.append([lab, *cells, "/".join(map(str, iters)), " / ".join(f"{x:.2f}" for x in talk) if talk else "–"])
     if not rows:
         return "", out
-    return md_table(["Task", *algos, "iterations timed"], rows), out
+    return md_table(["Task", *names(algos), "iterations timed", "talk (MAPPO / CoPPO / HAPPO / A2PO)"], rows), out
 
 
 # ---------------------------------------------------------------- aggregate IQM
@@ -420,8 +435,10 @@ def aggregate_table(runs, n_resamples, seed, out_dir):
                 iqm=point, ci_low=lo, ci_high=hi, tasks=len(tasks), runs=sum(map(len, tasks.values()))
             )
             ci = f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "n/a (a task has < 2 seeds)"
-            rows.append([key, what, a, f"{point:.3f}", ci, len(tasks), sum(map(len, tasks.values()))])
-            fig_rows.append((f"{key} {a}", point, lo, hi))
+            rows.append(
+                [key, what, ALGO_NAMES.get(a, a), f"{point:.3f}", ci, len(tasks), sum(map(len, tasks.values()))]
+            )
+            fig_rows.append((f"{key} {ALGO_NAMES.get(a, a)}", point, lo, hi))
     if not rows:
         return "", result
     import matplotlib
@@ -481,7 +498,7 @@ def plot_curves(runs, out_dir):
             if not series:
                 continue
             grid, med, q1, q3 = curve_stats(series)
-            ax.plot(grid, med * scale, color=f"C{i}", label=f"{a} ({len(series)})")
+            ax.plot(grid, med * scale, color=f"C{i}", label=f"{ALGO_NAMES.get(a, a)} ({len(series)})")
             ax.fill_between(grid, q1 * scale, q3 * scale, color=f"C{i}", alpha=0.2)
         ax.set_title(f"{lab} ({family})" if family else lab)
         ax.set_xlabel("env steps")

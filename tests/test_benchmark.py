@@ -82,7 +82,7 @@ def smac_report(tmp_path_factory):
 def test_win_rate_table_median_std_bold_and_overall(smac_report):
     table = (smac_report / "smac_win_rate.md").read_text()
     # 3s5z mappo [25, 25, 50]: median 25, std sqrt(((−1/12)^2*2 + (1/6)^2)/3) = 11.8; 3s5z comes first (talk order)
-    assert "| Task | mappo | a2po | seeds |" in table
+    assert "| Task | MAPPO | A2PO | seeds |" in table
     assert "| 3s5z | 25.0 (11.8) | **50.0 (11.8)** | 3 |" in table
     assert "| 3m | 75.0 (20.4) | **100.0 (0)** | 3 |" in table  # [50, 75, 100]: std 20.41
     assert "| overall | 50.0 (16.1) | **75.0 (5.89)** | 2 maps |" in table
@@ -102,7 +102,7 @@ def test_qmix_is_the_fifth_column_in_the_talks_order(tmp_path):
         win_run(tmp_path / "runs", "3m", exp, 1, final)
     report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap-samples", "50"])
     table = (tmp_path / "out" / "smac_win_rate.md").read_text()
-    assert "| Task | mappo | coppo | happo | a2po | qmix | seeds |" in table
+    assert "| Task | MAPPO | CoPPO | HAPPO | A2PO | QMIX | seeds |" in table
     assert "| 3m | 50.0 (0) | 50.0 (0) | 75.0 (0) | **100.0 (0)** | 25.0 (0) | 1 |" in table
 
 
@@ -189,7 +189,8 @@ def test_training_time_table_normalised_to_mappo(tmp_path):
     out = tmp_path / "out"
     report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     table = (out / "training_time.md").read_text()
-    assert "| 3s5z (smax) | 1.00 (0.67+0.33)<br>3s (2s+1s) | 1.50 (0.80+0.70)<br>4s (2s+2s) | 2 |" in table
+    row = "| 3s5z (smax) | 1.00 (0.67+0.33)<br>3s (2s+1s) | 1.50 (0.80+0.70)<br>4s (2s+2s) | 2 |"
+    assert row + " 1.00 / 1.02 / 1.10 / 1.30 |" in table  # the talk's figures beside ours
     assert "| 5_vs_5 | – | 3m00s (2m00s+1m00s) | 2 |" in table
     assert not (out / "mamujoco_return.md").exists() and sorted(p.name for p in (out / "curves").iterdir()) == [
         "smac_smax_3s5z.png"
@@ -221,6 +222,42 @@ def test_grf_behaviour_table_uses_the_final_evaluation_only(tmp_path):
     assert "| Lost | **0.50 (0.00)** | 1.00 (0.00) |" in table  # lower is better
     assert "| Pass rate % | 20.00 (0.00) | **60.00 (0.00)** |" in table
     assert "| 5_vs_5 | **100.0 (0)** | **100.0 (0)** | 2 |" in (out / "grf_win_rate.md").read_text()
+
+
+def test_grf_behaviour_table_has_the_talks_layout_for_the_four_algorithms(tmp_path):
+    for algo, goals in (("a2po", 9.0), ("happo", 2.7), ("mappo", 2.0), ("coppo", 4.4)):  # any launch order
+        metrics = ("win_rate", "goals", "lost", "assists", "passes_completed", "pass_rate")
+        fake_run(tmp_path / "runs", "5_vs_5", f"{algo}_grf-1M", 1, {f"eval/{m}": [(100, goals)] for m in metrics})
+    report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "grf_behaviour.md").read_text()
+    assert "| Metric | MAPPO | CoPPO | HAPPO | A2PO |" in table
+    assert "| Goal | 2.00 (0.00) | 4.40 (0.00) | 2.70 (0.00) | **9.00 (0.00)** |" in table
+    assert "| Lost | **2.00 (0.00)** | 4.40 (0.00) | 2.70 (0.00) | 9.00 (0.00) |" in table
+
+
+def test_mamujoco_grf_and_speed_presets_run_the_four_algorithms_on_every_task():
+    for preset in ("mamujoco-quick", "mamujoco-paper", "grf-quick", "grf-paper", "speed"):
+        cells = launch.preset_cells(preset)
+        for task in {c.task for c in cells}:
+            algos = [c.script.split("_")[0] for c in cells if c.task == task and c.seed == 1]
+            assert algos == ["mappo", "coppo", "happo", "a2po"], (preset, task)
+            assert len({c.extra for c in cells if c.task == task}) == 1, "the same flags for every algorithm"
+    speed = {c.task for c in launch.preset_cells("speed")}
+    assert {"Humanoid-9_8", "Ant-4x2", "Humanoid-17x1", "5_vs_5", "3s5z", "27m_vs_30m"} == speed  # the talk's rows
+
+
+def test_training_time_is_normalised_to_mappo_on_each_task_next_to_the_talks(tmp_path):
+    for algo, update in (("mappo", 1.0), ("coppo", 1.5), ("happo", 2.0), ("a2po", 3.0)):
+        steps, sampling, updating = [4000, 8000, 12000], [9.0, 2.0, 2.0], [9.0, update, update]
+        scalars = {"time/sampling_s": list(zip(steps, sampling)), "time/updating_s": list(zip(steps, updating))}
+        fake_run(tmp_path / "runs", "Humanoid-17x1", f"{algo}_mamujoco-40k", 1, scalars)
+    report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "training_time.md").read_text()
+    assert "| Task | MAPPO | CoPPO | HAPPO | A2PO | iterations timed | talk (MAPPO / CoPPO / HAPPO / A2PO) |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| Humanoid-17x1 |"))
+    cells = [c.split("<br>")[0] for c in row.split(" | ")[1:5]]  # MAPPO: 4 + 2 = 6 s; CoPPO 4 + 3 = 7 s, ...
+    assert cells == ["1.00 (0.67+0.33)", "1.17 (0.67+0.50)", "1.33 (0.67+0.67)", "1.67 (0.67+1.00)"]
+    assert row.endswith("| 2 | 1.00 / 1.41 / 1.39 / 1.60 |")
 
 
 def test_sc2_and_smax_runs_get_separate_tables_and_aggregates(tmp_path):
@@ -271,11 +308,11 @@ def test_skip_finished_and_resume_logic(tmp_path):
 PRESET_SIZES = {
     "smac-quick": 45,
     "smac-paper": 500,
-    "mamujoco-quick": 42,
-    "mamujoco-paper": 70,
-    "grf-quick": 6,
-    "grf-paper": 10,
-    "speed": 10,
+    "mamujoco-quick": 168,
+    "mamujoco-paper": 280,
+    "grf-quick": 24,
+    "grf-paper": 40,
+    "speed": 24,
 }
 
 
@@ -301,7 +338,7 @@ def test_dry_run_of_every_preset_lists_commands_the_scripts_accept(tmp_path, cap
     fake_run(tmp_path / "speed", "3s5z", "mappo_smac-smax-32k", 1, {"eval/win_rate": [(0, 0.0)]})
     launch.main(["speed", "--dry-run", "--runs-dir", str(tmp_path / "speed")])
     out = capsys.readouterr().out
-    assert "10 runs, 1 finished, 9 to run" in out
+    assert "24 runs, 1 finished, 23 to run" in out
     assert "mappo_smac.py --map-name 3s5z" not in out and "mappo_smac.py --map-name 27m_vs_30m" in out
 
 
