@@ -18,6 +18,7 @@ Implementation details (README.md, "A2PO on MA-MuJoCo"):
 5. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
 6. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
    --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
+   --eval-only runs it once on a checkpoint and writes eval.json beside it (README.md, "A2PO on MA-MuJoCo").
 7. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
    normalised over (t, env, agent) as in the A2PO code base; the picked agent runs update_epochs epochs of a
    critic-only pass, then an actor + critic pass. A critic trains only in its turn, so PreOPC sees current values.
@@ -85,6 +86,7 @@ class Args:
     eval_episodes: int = 5  # episodes per evaluation (deterministic mean actions)
     save_model: bool = False  # save checkpoint.pt in the run folder at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to resume from
+    eval_only: bool = False  # evaluate the --resume checkpoint (mean actions), write eval.json beside it, train nothing
     # ALGO LOGIC: algorithm flags
     clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps*c + eps*(1-c)*k/n
 
@@ -457,6 +459,7 @@ if __name__ == "__main__":
         (M < 1 or B % M, f"batch_size {B} (num_envs * num_steps) is not divisible by num_minibatches {M}."),
         (args.num_iterations < 1, f"total_timesteps {args.total_timesteps} < batch_size {B} (num_envs * num_steps)."),
         (args.agent_obsk < 0, "--agent-obsk must be >= 0."),
+        (args.eval_only and not args.resume, "--eval-only needs --resume path/to/checkpoint.pt."),
     ):
         if failed:
             raise SystemExit(f"error: {message}")
@@ -474,10 +477,12 @@ if __name__ == "__main__":
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt.") from None
-    if checkpoint is not None:
-        saved = checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]
-        if saved != (args.scenario, args.agent_conf):
-            raise SystemExit(f"error: the checkpoint is for {' '.join(saved)}: pass the same --scenario, --agent-conf.")
+    if checkpoint is not None:  # the same task and observation shapes, for --resume and --eval-only alike
+        c = checkpoint["args"]
+        saved, given = (f"{a['scenario']} {a['agent_conf']} (agent_obsk {a['agent_obsk']})" for a in (c, vars(args)))
+        fix = f"--scenario {c['scenario']} --agent-conf '{c['agent_conf']}' --agent-obsk {c['agent_obsk']}"
+        if saved != given:
+            raise SystemExit(f"error: the checkpoint is for {saved}, not {given}: pass {fix} (or another checkpoint).")
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -519,7 +524,7 @@ if __name__ == "__main__":
     # ALGO LOGIC: the order generator, seeded by --seed and saved in checkpoints
     order_gen = torch.Generator().manual_seed(args.seed)
     rngs.update(order=(order_gen.get_state, order_gen.set_state))
-    # TRY NOT TO MODIFY: checkpoints and evaluation (a list in `state` holds one object per agent)
+    # TRY NOT TO MODIFY: checkpoints, evaluation and --eval-only (a list in `state` holds one object per agent)
     if checkpoint is not None:
         for key, obj in state.items():
             for x, saved in zip(obj, checkpoint[key]) if isinstance(obj, list) else [(obj, checkpoint[key])]:
@@ -527,7 +532,8 @@ if __name__ == "__main__":
         for key, (_, set_state) in rngs.items():
             set_state(checkpoint["rng"][key])
         global_step, totals = checkpoint["global_step"], checkpoint["totals"]
-        print(f"resumed from {args.resume} at global_step {global_step}")
+        if not args.eval_only:
+            print(f"resumed from {args.resume} at global_step {global_step}")
 
     def save_checkpoint(iteration):
         ckpt = {k: [x.state_dict() for x in v] if isinstance(v, list) else v.state_dict() for k, v in state.items()}
@@ -553,11 +559,20 @@ if __name__ == "__main__":
             returns.append(total)
         if frames:
             os.makedirs(f"{run_dir}/videos", exist_ok=True)
-            name = f"{run_dir}/videos/eval_{global_step}.mp4"
+            name = f"{run_dir}/videos/{'eval_only' if args.eval_only else 'eval'}_{global_step}.mp4"
             imageio.mimsave(name, frames, fps=eval_env.single_agent_env.metadata["render_fps"], macro_block_size=1)
-        writer.add_scalar("eval/episodic_return", float(np.mean(returns)), global_step)
+        if not args.eval_only:
+            writer.add_scalar("eval/episodic_return", float(np.mean(returns)), global_step)
         return float(np.mean(returns))
 
+    if args.eval_only:  # the checkpoint's policy and observation statistics; no training envs, no TensorBoard
+        ret, tail = run_evaluation(), f"over {args.eval_episodes} episodes (seed {args.seed})"
+        print(f"eval-only {args.resume} step {global_step}: return {ret:.1f} {tail}")
+        result = dict(checkpoint=os.path.abspath(args.resume), global_step=global_step, seed=args.seed)
+        with open(f"{run_dir}/eval.json", "w") as f:
+            json.dump({**result, "episodes": args.eval_episodes, "episodic_return": ret}, f, indent=2)
+        eval_env.close()
+        sys.exit(0)
     start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
     envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
     if args.track:
