@@ -1,4 +1,4 @@
-# A2PO (Agent-by-agent Policy Optimization) on Multi-Agent MuJoCo, separate parameters. README: "A2PO on MA-MuJoCo".
+# A2PO (Agent-by-agent Policy Optimization) on Multi-Agent MuJoCo. README: "MAPPO, CoPPO, HAPPO and A2PO on MA-MuJoCo".
 """A2PO updates the agents one after another, each with its own actor and critic, in a semi-greedy order.
 
 Agent i's advantage is corrected for the agents already updated (PreOPC: a GAE(lambda) whose trace is
@@ -7,7 +7,7 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
-Implementation details (README.md, "A2PO on MA-MuJoCo"):
+Implementation details (README.md, "MAPPO, CoPPO, HAPPO and A2PO on MA-MuJoCo"):
 1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots; partitions it does not ship
    come from get_parts_and_edges (Nx1: one agent per joint; 3x2: the A2PO code base's groupings).
 2. One env per subprocess worker, which resets a finished episode itself and sends the state from before the reset.
@@ -18,7 +18,7 @@ Implementation details (README.md, "A2PO on MA-MuJoCo"):
 5. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
 6. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
    --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
-   --eval-only runs it once on a checkpoint and writes eval.json beside it (README.md, "A2PO on MA-MuJoCo").
+   --eval-only runs this evaluation once on a --resume checkpoint and writes eval.json beside it, training nothing.
 7. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
    normalised over (t, env, agent) as in the A2PO code base; the picked agent runs update_epochs epochs of a
    critic-only pass, then an actor + critic pass. A critic trains only in its turn, so PreOPC sees current values.
