@@ -1,4 +1,4 @@
-# A2PO (Agent-by-agent Policy Optimization) on Multi-Agent MuJoCo, separate parameters. README: "A2PO on MA-MuJoCo".
+# A2PO (Agent-by-agent Policy Optimization) on Multi-Agent MuJoCo. README: "MAPPO, CoPPO, HAPPO and A2PO on MA-MuJoCo".
 """A2PO updates the agents one after another, each with its own actor and critic, in a semi-greedy order.
 
 Agent i's advantage is corrected for the agents already updated (PreOPC: a GAE(lambda) whose trace is
@@ -7,7 +7,7 @@ to 1 +- eps_i/2, and its clip range eps_i grows with its position in the order (
 
 Run: python a2po_mamujoco.py --scenario HalfCheetah --agent-conf 6x1 --seed 1
 
-Implementation details (README.md, "A2PO on MA-MuJoCo"):
+Implementation details (README.md, "MAPPO, CoPPO, HAPPO and A2PO on MA-MuJoCo"):
 1. Tasks: the A2PO code base's 14 plus Swimmer 2x1, on gymnasium-robotics' v5 robots; partitions it does not ship
    come from get_parts_and_edges (Nx1: one agent per joint; 3x2: the A2PO code base's groupings).
 2. One env per subprocess worker, which resets a finished episode itself and sends the state from before the reset.
@@ -16,15 +16,17 @@ Implementation details (README.md, "A2PO on MA-MuJoCo"):
 4. Actor i sees its obs_k-local observation, critic i the global state + one-hot i, both normalised by running
    statistics that rollouts update and checkpoints save.
 5. RolloutActors, a batched copy of the actors, acts (speed); log-probs and values follow the rollout in one batch.
-6. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
+6. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
+   --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
+   --eval-only runs this evaluation once on a --resume checkpoint and writes eval.json beside it, training nothing.
+7. Turn k: log rho sums the updated agents' log-ratios (a product of 16 float32 ratios can overflow); advantages are
    normalised over (t, env, agent) as in the A2PO code base; the picked agent runs update_epochs epochs of a
    critic-only pass, then an actor + critic pass. A critic trains only in its turn, so PreOPC sees current values.
-7. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
+8. Departures from the A2PO code base: one lambda per PreOPC step (not two); g is clipped to 1 +- eps_i/2 (the
    talk), not eps/2. Its MA-MuJoCo settings are the defaults (4000 steps per update as 8 envs x 500 steps).
-8. Evaluation: mean actions on envs seeded env_seed(seed, 0, j), at step 0, every eval_interval steps and at the end;
-   --capture-video films the first episode offscreen without shadows, reflections and skybox (10x faster).
 """
 
+# TRY NOT TO MODIFY: imports
 import datetime
 import itertools
 import json
@@ -50,15 +52,7 @@ from gymnasium_robotics import mamujoco_v1  # noqa: E402
 from gymnasium_robotics.envs.multiagent_mujoco.obsk import get_parts_and_edges  # noqa: E402
 
 
-def mujoco_warning(message):
-    """MuJoCo's warnings on stderr, less the deprecation of 'settotalmass' in gymnasium's own robot models."""
-    if "settotalmass" not in message:
-        print(f"WARNING: {message}", file=sys.stderr)
-
-
-mujoco.set_mju_user_warning(mujoco_warning)
-
-
+# TRY NOT TO MODIFY: common arguments
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
@@ -70,7 +64,6 @@ class Args:
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False  # record the first episode of every evaluation as an mp4 in the run folder's videos/
     runs_dir: str = "runs"  # folder that holds the run folders
-
     scenario: str = "HalfCheetah"  # robot: Ant, HalfCheetah, Walker2d, Hopper, Humanoid, HumanoidStandup, Swimmer
     agent_conf: str = "6x1"  # partition of the robot's joints into agents, e.g. 2x3, 6x1, 9|8, 17x1
     agent_obsk: int = 1  # each agent observes the joints up to this graph distance from its own
@@ -80,11 +73,10 @@ class Args:
     num_envs: int = 8  # the number of parallel envs (one subprocess worker each)
     num_steps: int = 500  # the number of steps per env per rollout
     gamma: float = 0.99  # the discount factor gamma
-    gae_lambda: float = 0.95  # the lambda of GAE and PreOPC
+    gae_lambda: float = 0.95  # the lambda of the advantages (GAE; A2PO: PreOPC)
     num_minibatches: int = 1  # the number of minibatches per pass
-    update_epochs: int = 5  # the number of epochs of each agent's two-stage update
-    clip_coef: float = 0.2  # the surrogate clipping coefficient eps (before adaptive clipping) and the value clip
-    clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps*c + eps*(1-c)*k/n
+    update_epochs: int = 5  # the number of epochs per update (sequential algorithms: per agent)
+    clip_coef: float = 0.2  # the surrogate clipping coefficient eps (A2PO: before adaptive clipping) and the value clip
     ent_coef: float = 0.0  # coefficient of the entropy bonus
     max_grad_norm: float = 10.0  # the maximum norm for the gradient clipping
     huber_delta: float = 10.0  # delta of the Huber value loss
@@ -94,21 +86,23 @@ class Args:
     eval_episodes: int = 5  # episodes per evaluation (deterministic mean actions)
     save_model: bool = False  # save checkpoint.pt in the run folder at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to resume from
+    eval_only: bool = False  # evaluate the --resume checkpoint (mean actions), write eval.json beside it, train nothing
+    # ALGO LOGIC: algorithm flags
+    clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps*c + eps*(1-c)*k/n
+
+    # TRY NOT TO MODIFY: computed after parsing
     batch_size: int = 0  # the batch size (computed in runtime)
     minibatch_size: int = 0  # the mini-batch size (computed in runtime)
     num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
-TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}  # A2PO code base
-TASKS = {  # the valid partitions of each robot (sorted)
-    "Ant": ["2x4", "4x2", "8x1"],
-    "HalfCheetah": ["2x3", "3x2", "6x1"],
-    "Walker2d": ["2x3", "3x2", "6x1"],
-    "Hopper": ["3x1"],
-    "Humanoid": ["17x1", "9|8"],
-    "HumanoidStandup": ["17x1", "9|8"],
-    "Swimmer": ["2x1"],
-}
+# TRY NOT TO MODIFY: tasks, env workers and observation statistics
+# MuJoCo's warnings go to stderr, less the deprecation of 'settotalmass' in gymnasium's own robot models
+mujoco.set_mju_user_warning(lambda m: None if "settotalmass" in m else print(f"WARNING: {m}", file=sys.stderr))
+
+# The valid partitions of each robot (sorted)
+TASKS = dict(Ant=["2x4", "4x2", "8x1"], HalfCheetah=["2x3", "3x2", "6x1"], Walker2d=["2x3", "3x2", "6x1"])
+TASKS.update(Hopper=["3x1"], Humanoid=["17x1", "9|8"], HumanoidStandup=["17x1", "9|8"], Swimmer=["2x1"])
 # Partitions gymnasium-robotics does not ship: each agent's joint labels, space-separated (None: one per joint).
 CUSTOM_PARTITIONS = {
     ("Ant", "8x1"): None,
@@ -165,6 +159,7 @@ def env_worker(remote, env_kwargs, seed):
     agents = env.possible_agents
     splits = np.cumsum([env.action_spaces[a].shape[0] for a in agents])[:-1]
     obs, _ = env.reset(seed=seed)
+    remote.send((flat_obs(env, obs), env.state().astype(np.float32)))  # what SubprocVecEnv.reset returns
     ep_return, ep_length = 0.0, 0
     while True:
         while not remote.poll(1.0):
@@ -182,8 +177,6 @@ def env_worker(remote, env_kwargs, seed):
                 ep_return, ep_length = 0.0, 0
                 obs, _ = env.reset()
             remote.send((flat_obs(env, obs), env.state().astype(np.float32), reward, term, trunc, final_state, episode))
-        elif cmd == "reset":
-            remote.send((flat_obs(env, obs), env.state().astype(np.float32)))
         elif cmd == "close":
             return
 
@@ -201,9 +194,7 @@ class SubprocVecEnv:
             self.processes[-1].start()
             child.close()
 
-    def reset(self):
-        for remote in self.remotes:
-            remote.send(("reset", None))
+    def reset(self):  # each worker sends its first observation once it has reset its env
         obs, states = zip(*[remote.recv() for remote in self.remotes])
         return np.stack(obs), np.stack(states)
 
@@ -243,6 +234,7 @@ class RunningMeanStd:
         self.mean, self.var, self.count = d["mean"], d["var"], d["count"]
 
 
+# TRY NOT TO MODIFY: networks
 def layer_init(layer, gain):
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.zeros_(layer.bias)
@@ -325,27 +317,7 @@ def critic_input(states, agent, num_agents):
     return torch.cat([states, onehot], -1)
 
 
-def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma):
-    """Per-agent rewards (T, E, n) and continues (T, E): at a truncation (not a termination) r_t += gamma *
-    V_i(final state); continues_t = 0 at every episode end, so GAE and PreOPC cut the trace there."""
-    rewards = rewards.unsqueeze(-1) + gamma * truncations.unsqueeze(-1).float() * final_values
-    continues = 1.0 - (terminations | truncations).float()
-    return rewards, continues
-
-
-def pick_gl_backend():
-    """The first of egl, osmesa that can render offscreen (probed in a subprocess)."""
-    probe = "import mujoco; r = mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8); r.render()"
-    for backend in ("egl", "osmesa"):
-        env = dict(os.environ, MUJOCO_GL=backend)
-        if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
-            return backend
-    raise SystemExit("error: --capture-video needs offscreen GL: apt-get install libegl1 libegl-mesa0 (or libosmesa6)")
-
-
-# ---------------------------------------------------------------------------------------------
-# TRY NOT TO MODIFY: ValueNorm, the clipped Huber value loss and the advantages of every A2PO script
-# ---------------------------------------------------------------------------------------------
+# TRY NOT TO MODIFY: value normalisation, value loss, GAE and the truncation bootstrap
 class ValueNorm(nn.Module):
     """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
 
@@ -410,6 +382,23 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
     return advantages
 
 
+def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma):
+    """Per-agent rewards (T, E, n) and continues (T, E): at a truncation (not a termination) r_t += gamma *
+    V_i(final state); continues_t = 0 at every episode end, so GAE and PreOPC cut the trace there."""
+    rewards = rewards.unsqueeze(-1) + gamma * truncations.unsqueeze(-1).float() * final_values
+    continues = 1.0 - (terminations | truncations).float()
+    return rewards, continues
+
+
+# ALGO LOGIC: per-task presets (the A2PO code base's) for the flags not given, the flag checks, A2PO's pure functions
+TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
+
+
+def check_algo_args(args):
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1]: C(eps, k) grows from eps*c to eps.")
+
+
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
     """PreOPC, shapes as compute_gae; ratios (T, E, n): rho, the preceding agents' joint ratio (current / behaviour).
     A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}; rho_t never enters A_t; rho = 1: GAE."""
@@ -447,9 +436,22 @@ def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma,
     return advantages, (advantages - advantages.mean()) / (advantages.std() + 1e-5)
 
 
+# TRY NOT TO MODIFY: offscreen rendering
+def pick_gl_backend():
+    """The first of egl, osmesa that can render offscreen (probed in a subprocess)."""
+    probe = "import mujoco; r = mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8); r.render()"
+    for backend in ("egl", "osmesa"):
+        env = dict(os.environ, MUJOCO_GL=backend)
+        if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
+            return backend
+    raise SystemExit("error: --capture-video needs offscreen GL: apt-get install libegl1 libegl-mesa0 (or libosmesa6)")
+
+
 if __name__ == "__main__":
+    # TRY NOT TO MODIFY: argument handling
     args = apply_presets(tyro.cli(Args), sys.argv[1:])
     check_task(args.scenario, args.agent_conf)
+    check_algo_args(args)
     args.batch_size = args.num_envs * args.num_steps
     args.num_iterations = args.total_timesteps // args.batch_size
     B, M = args.batch_size, args.num_minibatches
@@ -457,7 +459,7 @@ if __name__ == "__main__":
         (M < 1 or B % M, f"batch_size {B} (num_envs * num_steps) is not divisible by num_minibatches {M}."),
         (args.num_iterations < 1, f"total_timesteps {args.total_timesteps} < batch_size {B} (num_envs * num_steps)."),
         (args.agent_obsk < 0, "--agent-obsk must be >= 0."),
-        (not 0 <= args.clip_c <= 1, f"--clip-c {args.clip_c} is outside [0, 1]: C(eps, k) grows from eps*c to eps."),
+        (args.eval_only and not args.resume, "--eval-only needs --resume path/to/checkpoint.pt."),
     ):
         if failed:
             raise SystemExit(f"error: {message}")
@@ -475,16 +477,18 @@ if __name__ == "__main__":
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt.") from None
-    if checkpoint is not None:
-        saved = checkpoint["args"]["scenario"], checkpoint["args"]["agent_conf"]
-        if saved != (args.scenario, args.agent_conf):
-            raise SystemExit(f"error: the checkpoint is for {' '.join(saved)}: pass the same --scenario, --agent-conf.")
+    if checkpoint is not None:  # the same task and observation shapes, for --resume and --eval-only alike
+        c = checkpoint["args"]
+        saved, given = (f"{a['scenario']} {a['agent_conf']} (agent_obsk {a['agent_obsk']})" for a in (c, vars(args)))
+        fix = f"--scenario {c['scenario']} --agent-conf '{c['agent_conf']}' --agent-obsk {c['agent_obsk']}"
+        if saved != given:
+            raise SystemExit(f"error: the checkpoint is for {saved}, not {given}: pass {fix} (or another checkpoint).")
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir = f"{args.runs_dir}/{run_name}"
 
-    # TRY NOT TO MODIFY: seeding, envs, logging
+    # TRY NOT TO MODIFY: seeding, the evaluation env, one actor, critic, ValueNorm and two optimisers per agent
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -494,30 +498,17 @@ if __name__ == "__main__":
     env_kwargs = dict(scenario=args.scenario, agent_conf=args.agent_conf, agent_obsk=args.agent_obsk)
     video = dict(render_mode="rgb_array", width=320, height=240) if args.capture_video else {}
     eval_env = make_env(**env_kwargs, **video)
-    agents = eval_env.possible_agents
-    n = len(agents)
+    agents, n = eval_env.possible_agents, len(eval_env.possible_agents)
     obs_dims = [eval_env.observation_spaces[a].shape[0] for a in agents]
     act_dims = [eval_env.action_spaces[a].shape[0] for a in agents]
     obs_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + obs_dims))]
     act_slices = [slice(a, b) for a, b in itertools.pairwise(np.cumsum([0] + act_dims))]
     low, high = (np.concatenate([getattr(eval_env.action_spaces[a], key) for a in agents]) for key in ("low", "high"))
     state_dim = eval_env.state().shape[0]
-    start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
-    envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
     if args.capture_video:  # offscreen renders without shadows, reflections and skybox
         viewer = eval_env.single_agent_env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
         for flag in ("SHADOW", "REFLECTION", "SKYBOX"):
             viewer.scn.flags[getattr(mujoco.mjtRndFlag, f"mjRND_{flag}")] = 0
-    if args.track:
-        import wandb
-
-        options = dict(sync_tensorboard=True, config=vars(args), name=run_name, monitor_gym=True, save_code=True)
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, **options)
-    writer = SummaryWriter(run_dir)
-    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-
-    # ALGO LOGIC: one actor, one critic, one ValueNorm and two optimisers per agent
     actors = [Actor(obs_dims[i], act_dims[i], args.hidden_dim).to(device) for i in range(n)]
     critics = [Critic(state_dim + n, args.hidden_dim).to(device) for i in range(n)]
     value_norms = [ValueNorm().to(device) for _ in range(n)]
@@ -525,14 +516,15 @@ if __name__ == "__main__":
     critic_optims = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
     obs_rms = RunningMeanStd(sum(obs_dims), args.obs_norm_clip)
     state_rms = RunningMeanStd(state_dim, args.obs_norm_clip)
-    order_gen = torch.Generator().manual_seed(args.seed)
     global_step, totals = 0, {"wall_time_s": 0.0, "sampling_s": 0.0, "updating_s": 0.0}
-
-    # TRY NOT TO MODIFY: what a checkpoint saves and restores (a list holds one object per agent)
     state = dict(actors=actors, critics=critics, value_norms=value_norms, actor_optims=actor_optims)
-    state.update(critic_optims=critic_optims, obs_rms=obs_rms, state_rms=state_rms)
+    state.update(critic_optims=critic_optims, obs_rms=obs_rms, state_rms=state_rms)  # what a checkpoint holds
     rngs = dict(torch=(torch.get_rng_state, torch.set_rng_state), numpy=(np.random.get_state, np.random.set_state))
-    rngs.update(python=(random.getstate, random.setstate), order=(order_gen.get_state, order_gen.set_state))
+    rngs.update(python=(random.getstate, random.setstate))
+    # ALGO LOGIC: the order generator, seeded by --seed and saved in checkpoints
+    order_gen = torch.Generator().manual_seed(args.seed)
+    rngs.update(order=(order_gen.get_state, order_gen.set_state))
+    # TRY NOT TO MODIFY: checkpoints, evaluation and --eval-only (a list in `state` holds one object per agent)
     if checkpoint is not None:
         for key, obj in state.items():
             for x, saved in zip(obj, checkpoint[key]) if isinstance(obj, list) else [(obj, checkpoint[key])]:
@@ -540,7 +532,8 @@ if __name__ == "__main__":
         for key, (_, set_state) in rngs.items():
             set_state(checkpoint["rng"][key])
         global_step, totals = checkpoint["global_step"], checkpoint["totals"]
-        print(f"resumed from {args.resume} at global_step {global_step}")
+        if not args.eval_only:
+            print(f"resumed from {args.resume} at global_step {global_step}")
 
     def save_checkpoint(iteration):
         ckpt = {k: [x.state_dict() for x in v] if isinstance(v, list) else v.state_dict() for k, v in state.items()}
@@ -564,13 +557,32 @@ if __name__ == "__main__":
                 total += rewards[agents[0]]
                 done = terms[agents[0]] or truncs[agents[0]]
             returns.append(total)
-        writer.add_scalar("eval/episodic_return", float(np.mean(returns)), global_step)
         if frames:
             os.makedirs(f"{run_dir}/videos", exist_ok=True)
-            fps = eval_env.single_agent_env.metadata.get("render_fps", 30)
-            imageio.mimsave(f"{run_dir}/videos/eval_{global_step}.mp4", frames, fps=fps, macro_block_size=1)
+            name = f"{run_dir}/videos/{'eval_only' if args.eval_only else 'eval'}_{global_step}.mp4"
+            imageio.mimsave(name, frames, fps=eval_env.single_agent_env.metadata["render_fps"], macro_block_size=1)
+        if not args.eval_only:
+            writer.add_scalar("eval/episodic_return", float(np.mean(returns)), global_step)
         return float(np.mean(returns))
 
+    if args.eval_only:  # the checkpoint's policy and observation statistics; no training envs, no TensorBoard
+        ret, tail = run_evaluation(), f"over {args.eval_episodes} episodes (seed {args.seed})"
+        print(f"eval-only {args.resume} step {global_step}: return {ret:.1f} {tail}")
+        result = dict(checkpoint=os.path.abspath(args.resume), global_step=global_step, seed=args.seed)
+        with open(f"{run_dir}/eval.json", "w") as f:
+            json.dump({**result, "episodes": args.eval_episodes, "episodic_return": ret}, f, indent=2)
+        eval_env.close()
+        sys.exit(0)
+    start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
+    envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
+    if args.track:
+        import wandb
+
+        options = dict(sync_tensorboard=True, config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, **options)
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     last_eval = run_evaluation() if checkpoint is None else float("nan")
     next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
     T, E, B = args.num_steps, args.num_envs, args.batch_size
@@ -582,6 +594,7 @@ if __name__ == "__main__":
     state_rms.update(next_state_raw)
     start_time, start_step, earlier_wall_time = time.time(), global_step, totals["wall_time_s"]
     for iteration in range(start_iteration, args.num_iterations + 1):
+        # TRY NOT TO MODIFY: rollout, then the behaviour log-probs and values in one batch (the nets do not move), GAE
         iter_start = time.time()
         env_results, final_states, episode_returns = [], [], []
         policy = RolloutActors(actors, obs_slices, act_slices)
@@ -602,8 +615,6 @@ if __name__ == "__main__":
                 writer.add_scalar("charts/episodic_return", episode_return, global_step)
                 writer.add_scalar("charts/episodic_length", episode_length, global_step)
         state_buf[T] = torch.from_numpy(state_rms.normalize(next_state_raw)).to(device)
-
-        # ALGO LOGIC: behaviour log-probs and values in one batch (the nets do not move during the rollout)
         with torch.no_grad():
             b_obs, b_actions = obs_buf.reshape(B, -1), action_buf.reshape(B, -1)
             dists = [actors[i].dist(b_obs[:, obs_slices[i]]) for i in range(n)]
@@ -622,9 +633,8 @@ if __name__ == "__main__":
             values, boot = values_bar[:T], values_bar[T]
             gae = compute_gae(rewards, values, boot, continues, args.gamma, args.gae_lambda)
         sampling_time = time.time() - iter_start
-
-        # ALGO LOGIC: agent-by-agent update in semi-greedy order
         update_start = time.time()
+        # ALGO LOGIC: agent-by-agent update in semi-greedy order
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents updated so far (no grad)
         order, stats = [], []  # stats: one dict of tensors per turn
         for k in range(n):
@@ -642,8 +652,7 @@ if __name__ == "__main__":
             crit_in = critic_input(state_buf[:T].reshape(B, -1), agent, n)
             g = rho.clamp(1 - eps / 2, 1 + eps / 2)  # g_i = clip(prod_{j in e} r_j, 1 +- eps_i/2)
             for _ in range(args.update_epochs):
-                perm = torch.randperm(B, device=device)
-                # two-stage: a critic-only pass over the minibatches, then an actor + critic pass
+                perm = torch.randperm(B, device=device)  # two stages: a critic-only pass, an actor + critic pass
                 for train_actor, mb in itertools.product((False, True), perm.split(args.minibatch_size)):
                     if train_actor:
                         dist = actor.dist(obs_i[mb])
@@ -677,19 +686,19 @@ if __name__ == "__main__":
                 }
                 stats.append(turn_stats)
                 log_rho = log_rho + (actor.dist(obs_i).log_prob(act_i).sum(-1) - old_logprob).reshape(T, E)
+        writer.add_scalar("a2po/order_first", order[0], global_step)
+        writer.add_text("a2po/order", " ".join(map(str, order)), global_step)
+        # TRY NOT TO MODIFY: record rewards and losses for plotting purposes (stats: dicts of tensors, averaged)
         updating_time = time.time() - update_start
-
-        # TRY NOT TO MODIFY: record rewards and losses for plotting purposes
         totals["sampling_s"] += sampling_time
         totals["updating_s"] += updating_time
         totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
         sps = int((global_step - start_step) / (time.time() - start_time))
         scalars = {tag: float(np.mean([turn[tag].item() for turn in stats])) for tag in stats[0]}
-        scalars.update({"a2po/order_first": order[0], "charts/learning_rate": actor_optims[0].param_groups[0]["lr"]})
-        scalars.update({"charts/SPS": sps, "time/sampling_s": sampling_time, "time/updating_s": updating_time})
+        scalars.update({"charts/learning_rate": actor_optims[0].param_groups[0]["lr"], "charts/SPS": sps})
+        scalars.update({"time/sampling_s": sampling_time, "time/updating_s": updating_time})
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, global_step)
-        writer.add_text("a2po/order", " ".join(map(str, order)), global_step)
         if global_step >= next_eval or iteration == args.num_iterations:
             last_eval = run_evaluation()
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
@@ -698,15 +707,13 @@ if __name__ == "__main__":
         train = np.mean(episode_returns) if episode_returns else float("nan")
         elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * B / max(sps, 1)))
-        print(
-            f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} "
-            f"eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}",
-            flush=True,
-        )
+        line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f}"
+        line += f" eval {last_eval:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed}"
+        print(f"{line} ETA {eta}", flush=True)
 
     totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
-    summary = dict(task=task, algo="a2po", seed=args.seed, global_step=global_step, **totals)
+    summary = dict(task=task, algo=os.path.basename(__file__).split("_")[0], seed=args.seed, global_step=global_step)
     with open(f"{run_dir}/summary.json", "w") as f:
-        json.dump({**summary, "final_eval": {"episodic_return": last_eval}, "args": vars(args)}, f, indent=2)
+        json.dump({**summary, **totals, "final_eval": {"episodic_return": last_eval}, "args": vars(args)}, f, indent=2)
     for resource in (envs, eval_env, writer):
         resource.close()

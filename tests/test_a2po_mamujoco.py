@@ -263,6 +263,7 @@ def test_check_task_rejects_bad_tasks():
         ),
         (["--clip-c", 2], "error: --clip-c 2.0 is outside [0, 1]"),
         (["--clip-c=-0.5"], "error: --clip-c -0.5 is outside [0, 1]"),
+        (["--eval-only"], "error: --eval-only needs --resume path/to/checkpoint.pt."),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
@@ -370,26 +371,28 @@ def test_smoke_humanoid_17x1(tmp_path):
     assert summary["task"] == "Humanoid-17x1" and summary["global_step"] == 400
 
 
-def test_save_and_resume_keep_obs_normalisation_and_global_step(tmp_path):
-    common = ["--scenario", "HalfCheetah", "--agent-conf", "2x3", *TINY, "--num-steps", 100, "--save-model"]
-    run_script("a2po_mamujoco", *common, "--total-timesteps", 200, cwd=tmp_path, timeout=240)
-    run_dir = only_run_dir(tmp_path)
+RESUME = ["--scenario", "HalfCheetah", "--agent-conf", "2x3", *TINY, "--num-steps", 100, "--save-model"]
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """200 steps with --save-model, then a resume to 400: (cwd, run folder, first checkpoint, resume's output)."""
+    cwd = tmp_path_factory.mktemp("resume")
+    run_script("a2po_mamujoco", *RESUME, "--total-timesteps", 200, cwd=cwd, timeout=240)
+    run_dir = only_run_dir(cwd)
     first = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = run_dir / "checkpoint.pt"
+    proc = run_script("a2po_mamujoco", *RESUME, "--total-timesteps", 400, "--resume", ckpt, cwd=cwd, timeout=240)
+    return cwd, run_dir, first, proc.stdout
+
+
+def test_save_and_resume_keep_obs_normalisation_and_global_step(resumed_run):
+    cwd, run_dir, first, out = resumed_run
     assert first["global_step"] == 200 and first["run_name"] == run_dir.name
     count = first["obs_rms"]["count"]
     assert count == pytest.approx(202, abs=1e-3)  # 2 reset observations + 2 envs x 100 steps
-    proc = run_script(
-        "a2po_mamujoco",
-        *common,
-        "--total-timesteps",
-        400,
-        "--resume",
-        run_dir / "checkpoint.pt",
-        cwd=tmp_path,
-        timeout=240,
-    )
-    assert "resumed from" in proc.stdout and "iter 2/2 step 400 " in proc.stdout
-    assert only_run_dir(tmp_path) == run_dir  # logging continued in the same folder
+    assert "resumed from" in out and "iter 2/2 step 400 " in out
+    assert only_run_dir(cwd) == run_dir  # logging continued in the same folder
     second = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert second["global_step"] == 400
     assert second["obs_rms"]["count"] == pytest.approx(count + 202, abs=1e-3)  # statistics continued, not restarted
@@ -397,6 +400,49 @@ def test_save_and_resume_keep_obs_normalisation_and_global_step(tmp_path):
     steps = [s for s, _ in read_scalars(run_dir)["time/sampling_s"]]
     assert steps == [200, 400]
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 400
+
+
+def test_eval_only_reproduces_the_final_evaluation_and_trains_nothing(resumed_run):
+    cwd, run_dir, _, _ = resumed_run
+    ckpt = run_dir / "checkpoint.pt"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    proc = run_script("a2po_mamujoco", *RESUME, "--eval-only", "--resume", ckpt, cwd=cwd, timeout=240)
+    result = json.loads((run_dir / "eval.json").read_text())
+    final = json.loads((run_dir / "summary.json").read_text())["final_eval"]["episodic_return"]
+    assert result == {
+        "checkpoint": str(ckpt.resolve()),
+        "global_step": 400,
+        "seed": 1,
+        "episodes": 1,
+        "episodic_return": final,  # exactly the run's last evaluation: same weights, obs statistics and env seed
+    }
+    last_step, last_eval = read_scalars(run_dir)["eval/episodic_return"][-1]
+    assert last_step == 400 and np.float32(result["episodic_return"]) == np.float32(last_eval)
+    assert f"eval-only {ckpt} step 400: return {final:.1f} over 1 episodes (seed 1)" in proc.stdout
+    assert "iter " not in proc.stdout and "resumed from" not in proc.stdout
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != "eval.json"}
+    assert after == before  # the checkpoint, summary and TensorBoard files are untouched
+    assert only_run_dir(cwd) == run_dir
+
+
+@pytest.mark.parametrize(
+    "flags,given",
+    [
+        (["--scenario", "Hopper", "--agent-conf", "3x1", "--eval-only"], "Hopper 3x1 (agent_obsk 1)"),
+        (["--scenario", "Hopper", "--agent-conf", "3x1"], "Hopper 3x1 (agent_obsk 1)"),  # a resume is checked too
+        (["--scenario", "HalfCheetah", "--agent-conf", "2x3", "--agent-obsk", 0], "HalfCheetah 2x3 (agent_obsk 0)"),
+    ],
+)
+def test_a_checkpoint_of_another_task_is_refused_naming_both(resumed_run, flags, given):
+    cwd, run_dir, _, _ = resumed_run
+    files = sorted(p.name for p in run_dir.iterdir())
+    proc = run_script("a2po_mamujoco", *flags, "--resume", run_dir / "checkpoint.pt", cwd=cwd, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"error: the checkpoint is for HalfCheetah 2x3 (agent_obsk 1), not {given}: pass --scenario HalfCheetah "
+        "--agent-conf '2x3' --agent-obsk 1 (or another checkpoint)."
+    )
+    assert sorted(p.name for p in run_dir.iterdir()) == files and only_run_dir(cwd) == run_dir
 
 
 def random_policy_return(scenario, conf, seed=0):
@@ -448,7 +494,7 @@ def test_learns_halfcheetah_2x3(tmp_path):
     assert np.mean(train[-4:]) > np.mean(train[:4]) + 150, train
 
 
-def test_capture_video_writes_one_moving_mp4_per_evaluation(tmp_path):
+def test_capture_video_writes_one_moving_mp4_per_evaluation_and_one_per_eval_only(tmp_path):
     # Hopper: the untrained policy falls within a few hundred steps, so the rendered episodes are short
     run_script(
         "a2po_mamujoco",
@@ -462,11 +508,29 @@ def test_capture_video_writes_one_moving_mp4_per_evaluation(tmp_path):
         "--total-timesteps",
         100,
         "--capture-video",
+        "--save-model",
         cwd=tmp_path,
         timeout=240,
     )
     videos = sorted((only_run_dir(tmp_path) / "videos").glob("*.mp4"), key=lambda p: int(p.stem.split("_")[1]))
     assert [p.name for p in videos] == ["eval_0.mp4", "eval_100.mp4"]  # the first evaluation and the last
+    checkpoint = only_run_dir(tmp_path) / "checkpoint.pt"
+    run_script(
+        "a2po_mamujoco",
+        "--scenario",
+        "Hopper",
+        "--agent-conf",
+        "3x1",
+        *TINY,
+        "--capture-video",
+        "--eval-only",
+        "--resume",
+        checkpoint,
+        cwd=tmp_path,
+        timeout=240,
+    )
+    videos.append(only_run_dir(tmp_path) / "videos" / "eval_only_100.mp4")  # --eval-only films beside the checkpoint
+    assert sorted((only_run_dir(tmp_path) / "videos").glob("*.mp4")) == sorted(videos)
     import imageio.v2 as imageio
 
     for path in videos:
