@@ -19,17 +19,18 @@ Implementation details
    id, critic i all slots' simple115v2 + one-hot id. No masks: all 19 actions are always available.
 4. Team reward = MEAN of the agents' gfootball rewards, so a goal is worth the same whatever the number of agents.
 5. The time limit is a truncation (simple115v2 has no clock): r_i += gamma * V_i(final obs), continues = 0.
-6. Turn k = 0..n-1: agent i = semi_greedy_pick(k, mean |A|), eps_i = adaptive_clip(eps, k+1, n, c), then
+6. --capture-video: gfootball's 2-D minimap .webm and .dump of eval env 0's games (3-D rendering: < 0.5 steps/s).
+7. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
+   process, env), so no two runs share a game stream; evaluation games env_seed(seed, 0, env) on new envs, so
+   every evaluation plays the same games and --eval-only (with the run's flags) replays a run's evaluation.
+8. Turn k = 0..n-1: agent i = semi_greedy_pick(k, mean |A|), eps_i = adaptive_clip(eps, k+1, n, c), then
    update_epochs x [critic-only pass, actor+critic pass] with l_i = r_i * clamp(rho, 1 +- eps_i/2). rho, the joint
    ratio of the agents already updated, is a sum of log-ratios (a float32 product can overflow to inf and meet an
    underflow: NaN). PreOPC advantages use the rollout values (the remaining critics have not moved) and are
    normalised jointly over (t, env, agent) as in the A2PO code base, so an agent whose advantages are small next
    to the team's takes a small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
-7. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
+9. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
    take FULL_GAME_PRESET, the A2PO code base's 5-vs-5 settings, for the flags not given on the command line.
-8. --capture-video: gfootball's 2-D minimap .webm and .dump of eval env 0's games (3-D rendering: < 0.5 steps/s).
-9. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
-   process, env), evaluation games env_seed(seed, 0, env), so no two runs or evaluations share a game stream.
 """
 
 # TRY NOT TO MODIFY: imports
@@ -66,7 +67,6 @@ class Args:
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False  # write gfootball's videos of the first eval env's games to runs/<run>/videos
     runs_dir: str = "runs"  # the folder holding the run folders
-
     env_name: str = "academy_3_vs_1_with_keeper"  # the gfootball scenario
     num_agents: int = 0  # number of controlled left players (0: the scenario's default)
     rewards: str = "scoring,checkpoints"  # gfootball rewards: 'scoring' or 'scoring,checkpoints'
@@ -88,6 +88,7 @@ class Args:
     eval_episodes: int = 32  # games per evaluation (0: no evaluation)
     save_model: bool = False  # write runs/<run>/checkpoint.pt at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to continue from
+    eval_only: bool = False  # greedy --eval-episodes games of the --resume checkpoint into eval.json; no training
     # ALGO LOGIC: algorithm flags
     clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n
     # TRY NOT TO MODIFY: computed after parsing
@@ -125,19 +126,17 @@ def checkpoint_reward(raw_obs, score_reward, collected, num_checkpoints=10, rewa
 
 
 class BehaviourTracker:
-    """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations.
-
-    Owner = (ball_owned_team, ball_owned_player) where ball_owned_team != -1; other steps are "free". A change of
-    owner is "in play" when game_mode == 0 on the free steps before it and on its own step.
-    - completed pass: left player p -> left player q != p, in play (a set piece a teammate takes after a
-      stoppage is no pass, and a goal after it no assist).
-    - attempted pass: a completed pass, or an interception: left p -> a right player other than the keeper, in
-      play, after >= 1 free step. No pass: a change with no free step (a tackle), the keeper taking the ball (a
-      saved shot), a stoppage in between (shot, clearance, ball out).
-    - pass_rate = completed / attempted (nan without an attempt); goals / lost = increases of score[0] /
-      score[1]; win = goals > lost over the game.
-    - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball through a
-      completed pass and nobody else owned it since.
+    """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations. Owner =
+    (ball_owned_team, ball_owned_player) where ball_owned_team != -1; other steps are "free". A change of owner is
+    "in play" when game_mode == 0 on the free steps before it and on its own step.
+    - completed pass: left player p -> left player q != p, in play (a set piece a teammate takes after a stoppage
+      is no pass, and a goal after it no assist).
+    - attempted pass: a completed pass, or an interception: left p -> a right player other than the keeper, in play,
+      after >= 1 free step. No pass: a change with no free step (a tackle), the keeper taking the ball (a saved
+      shot), a stoppage in between (shot, clearance, ball out).
+    - pass_rate = completed / attempted (nan without an attempt); goals / lost = increases of score[0] / score[1];
+      win = goals > lost over the game. Assist: a goal whose scorer (the last owner before the score changed, a
+      left player) got the ball through a completed pass and nobody else owned it since.
     """
 
     def __init__(self, raw_obs):
@@ -436,8 +435,9 @@ def aggregate_games(infos):
     return out
 
 
-def evaluate(actors, envs, num_episodes, eye, device):
-    """Greedy play until each eval env has finished its share of `num_episodes` games; mean metrics."""
+def evaluate(actors, seeds, env_kwargs, num_episodes, eye, device):
+    """Greedy play on new envs (the same games every time) until each has finished its share of the games; means."""
+    envs = FootballVecEnv(seeds, **env_kwargs)
     quotas = [num_episodes // envs.num_envs + (e < num_episodes % envs.num_envs) for e in range(envs.num_envs)]
     finished, games, params = [0] * envs.num_envs, [], stack_params(actors)
     obs = torch.tensor(envs.reset(), device=device)
@@ -451,6 +451,7 @@ def evaluate(actors, envs, num_episodes, eye, device):
             if info is not None and finished[e] < quotas[e]:
                 finished[e] += 1
                 games.append(info)
+    envs.close()
     return aggregate_games(games)
 
 
@@ -476,6 +477,10 @@ def parse_args():
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
         raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is less than one batch ({args.batch_size}).")
+    if args.eval_only and not args.resume:
+        raise SystemExit("error: --eval-only needs --resume path/to/checkpoint.pt.")
+    if args.eval_only and args.eval_episodes < 1:
+        raise SystemExit(f"error: --eval-only needs --eval-episodes >= 1, not {args.eval_episodes}.")
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # gfootball's gym 0.26 prints an "unmaintained" notice
             import gym  # noqa: F401
@@ -497,8 +502,14 @@ if __name__ == "__main__":
         raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}); pass a checkpoint.pt.") from None
     if ckpt and "progress" not in ckpt:
         raise SystemExit(f"error: checkpoint {args.resume} is from an older version of this script; start a new run.")
+    if ckpt:  # another scenario, agent count, width or algorithm: refused, naming both (no "algo": a2po_grf.py's)
+        saved, ours = dict(ckpt["args"], algo=ckpt.get("algo", "a2po")), dict(vars(args), algo=ALGO)
+        diff = [k for k in ("env_name", "num_agents", "hidden_dim", "algo") if saved[k] != ours[k]]
+        if diff:
+            was, now = (", ".join(f"{k} {d[k]}" for k in diff) for d in (saved, ours))
+            raise SystemExit(f"error: the checkpoint is for {was}, not {now}: pass its flags (or another checkpoint).")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = f"{args.runs_dir}/{run_name}"
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.eval_only else f"{args.runs_dir}/{run_name}"
     os.makedirs(run_dir, exist_ok=True)
     for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
         seed_rng(args.seed)
@@ -506,13 +517,13 @@ if __name__ == "__main__":
     torch.set_num_threads(1)  # the env workers need the cores; the networks are small
     env_gens = [torch.Generator().manual_seed(args.seed * 100_003 + e) for e in range(E)]  # action noise per env
     start_iteration = ckpt["iteration"] + 1 if ckpt else 1
-
     env_kwargs = dict(env_name=args.env_name, num_agents=n, rewards=args.rewards)
-    envs = FootballVecEnv([env_seed(args.seed, start_iteration, e) for e in range(E)], **env_kwargs)
-    video_dir = os.path.abspath(f"{run_dir}/videos") if args.capture_video else None
+    train_seeds = [env_seed(args.seed, start_iteration, e) for e in range(E)]
+    envs = None if args.eval_only else FootballVecEnv(train_seeds, **env_kwargs)
+    videos = f"{run_dir}/videos/eval_only_{ckpt['progress'][0]}" if args.eval_only else f"{run_dir}/videos"
+    video_dir = os.path.abspath(videos) if args.capture_video else None
     eval_seeds = [env_seed(args.seed, 0, e) for e in range(min(E, args.eval_episodes))]
-    eval_envs = FootballVecEnv(eval_seeds, video_dir=video_dir, **env_kwargs) if eval_seeds else None
-
+    eval_kwargs = dict(env_kwargs, video_dir=video_dir)
     obs_dim, eye = 115, torch.eye(n, device=device)
     actors = nn.ModuleList([mlp(obs_dim + n, args.hidden_dim, 19, 0.01) for _ in range(n)]).to(device)
     critics = nn.ModuleList([mlp(obs_dim * n + n, args.hidden_dim, 1, 1.0) for _ in range(n)]).to(device)
@@ -520,13 +531,10 @@ if __name__ == "__main__":
     nets = nn.ModuleDict(dict(actors=actors, critics=critics, value_norms=value_norms))
     actor_opts = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_opts = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
-
     # ALGO LOGIC: the order generator, seeded by --seed and saved in checkpoints
     order_gen = torch.Generator().manual_seed(args.seed)
     algo_generators = [order_gen]
-
-    # TRY NOT TO MODIFY: checkpoints, logging and rollout storage
-    # checkpoint.pt: the state_dict of every network and optimizer, every generator's state, the progress counters
+    # TRY NOT TO MODIFY: checkpoints (every state_dict, generator state, progress counter), logging, rollout storage
     stateful, generators = [nets, *actor_opts, *critic_opts], [*algo_generators, torch.default_generator, *env_gens]
     global_step, sampling_total, updating_total, wall_before, last_eval = 0, 0.0, 0.0, 0.0, {}
     if ckpt:
@@ -537,12 +545,21 @@ if __name__ == "__main__":
         np.random.set_state(ckpt["numpy_rng"])
         random.setstate(ckpt["python_rng"])
         global_step, sampling_total, updating_total, wall_before, last_eval = ckpt["progress"]
+    if args.eval_only:  # the run's evaluation (same eval seeds) of the checkpoint's policy, into eval.json
+        found = evaluate(actors, eval_seeds, eval_kwargs, args.eval_episodes, eye, device)
+        result = dict(checkpoint=os.path.abspath(args.resume), global_step=global_step, seed=args.seed)
+        result.update(episodes=args.eval_episodes, **{k: None if np.isnan(v) else v for k, v in found.items()})
+        with open(f"{run_dir}/eval.json", "w") as f:
+            json.dump(result, f, indent=2)
+        line = f"eval-only {args.resume} step {global_step}: win rate {found['win_rate']:.3f} goal difference "
+        print(line + f"{found['goal_diff']:.2f} over {args.eval_episodes} episodes (seed {args.seed})", flush=True)
+        sys.exit()
 
     def save_checkpoint(iteration):
         progress = [global_step, sampling_total, updating_total, wall_before + time.time() - start_time, last_eval]
         state = dict(state_dicts=[o.state_dict() for o in stateful], generators=[g.get_state() for g in generators])
         state.update(numpy_rng=np.random.get_state(), python_rng=random.getstate(), progress=progress)
-        state.update(iteration=iteration, run_name=run_name, args=vars(args))
+        state.update(iteration=iteration, run_name=run_name, args=vars(args), algo=ALGO)
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
@@ -569,11 +586,10 @@ if __name__ == "__main__":
     actions_buf = torch.zeros((T, E, n), dtype=torch.long, device=device)
     logprobs_buf, values_buf, rewards_buf = (torch.zeros((T, E, n), device=device) for _ in range(3))
     continues_buf = torch.zeros((T, E, 1), device=device)  # (T, E, 1) broadcasts against per-agent rewards
-
     next_obs = torch.tensor(envs.reset(), device=device)
     start_time, start_step = time.time(), global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
-        # TRY NOT TO MODIFY: rollout (each env steps as soon as its action is sent; the waiting envs are batched)
+        # TRY NOT TO MODIFY: rollout (an env steps as soon as its action is sent; waiting envs are batched), then GAE
         iteration_start, train_games = time.time(), []
         t_env, ready, pending = np.zeros(E, dtype=np.int64), list(range(E)), set()
         actor_params, critic_params = stack_params(actors), stack_params(critics)  # detached: no autograd graph
@@ -613,7 +629,6 @@ if __name__ == "__main__":
         gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
         all_actor_in, all_critic_in = actor_inputs(b_obs, eye), critic_inputs(b_obs, eye)
-
         # ALGO LOGIC: A2PO with separate parameters, agent by agent (README "A2PO")
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents already updated (no grad)
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
@@ -622,8 +637,7 @@ if __name__ == "__main__":
                 rewards_buf, values_denorm, bootstrap, continues_buf, log_rho, args.gamma, args.gae_lambda
             )
             rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
-            if k > 0:
-                trace_means.append(rho.clamp(max=1.0).mean().item())
+            trace_means.append(rho.clamp(max=1.0).mean().item())  # the first turn's, 1, is left out
             i = semi_greedy_pick(k, adv_all.abs().mean((0, 1)), remaining, order_gen)
             eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/order_k{k + 1}", i, global_step)
@@ -670,24 +684,21 @@ if __name__ == "__main__":
             order.append(i)
             remaining.remove(i)
         writer.add_scalar("a2po/order_first", order[0], global_step)
-        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0, global_step)
+        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means[1:])) if n > 1 else 1.0, global_step)
         writer.add_scalar("a2po/preopc_gap", float(np.mean(gaps)), global_step)
-
         # TRY NOT TO MODIFY: logging, evaluation and checkpoints
         updating_time = time.time() - update_start
         updating_total += updating_time
         sps = int((global_step - start_step) / (time.time() - start_time))
         names = ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"]
-        for name, value in zip(names, [*np.mean(stats, 0), float(np.nanmean(explained))]):
-            writer.add_scalar(f"losses/{name}", value, global_step)
-        writer.add_scalar("charts/learning_rate", actor_opts[0].param_groups[0]["lr"], global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("time/sampling_s", sampling_time, global_step)
-        writer.add_scalar("time/updating_s", updating_time, global_step)
-
+        scalars = dict(zip([f"losses/{k}" for k in names], [*np.mean(stats, 0), float(np.nanmean(explained))]))
+        scalars.update({"charts/learning_rate": actor_opts[0].param_groups[0]["lr"], "charts/SPS": sps})
+        scalars.update({"time/sampling_s": sampling_time, "time/updating_s": updating_time})
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step)
         crossed = global_step // args.eval_interval > (global_step - E * T) // args.eval_interval
-        if eval_envs is not None and (crossed or iteration == args.num_iterations):
-            last_eval = evaluate(actors, eval_envs, args.eval_episodes, eye, device)
+        if eval_seeds and (crossed or iteration == args.num_iterations):
+            last_eval = evaluate(actors, eval_seeds, eval_kwargs, args.eval_episodes, eye, device)
             log_metrics("eval", last_eval, global_step)
             if args.save_model:
                 save_checkpoint(iteration)
@@ -697,7 +708,6 @@ if __name__ == "__main__":
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
         line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} eval {win:.3f} "
         print(line + f"sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}", flush=True)
-
     if args.save_model:
         save_checkpoint(args.num_iterations)
     wall_time = wall_before + time.time() - start_time
@@ -706,5 +716,5 @@ if __name__ == "__main__":
     summary.update(sampling_s=sampling_total, updating_s=updating_total, final_eval=final_eval, args=vars(args))
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
-    for resource in filter(None, (envs, eval_envs, writer)):
-        resource.close()
+    envs.close()
+    writer.close()
