@@ -1,4 +1,4 @@
-# A2PO (Agent-by-agent Policy Optimization) on GRF: README section "A2PO on Google Research Football".
+# A2PO on Google Research Football: README section "MAPPO, CoPPO, HAPPO and A2PO on Google Research Football".
 """A2PO with separate parameters on Google Research Football (gfootball): one actor and one critic per agent.
 
 Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the agents
@@ -379,7 +379,7 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
 
 
 # ALGO LOGIC: A2PO's presets, flag checks and pure functions (the pure ones are the same text in every a2po_*.py)
-ALGO = "a2po"  # the algorithm's name in summary.json
+ALGO = "a2po"  # the algorithm's name in summary.json and checkpoints
 # the official A2PO GRF settings of full games (the Args defaults are the academy ones), for the flags not given
 FULL_GAME_PRESET = dict(total_timesteps=100_000_000, clip_coef=0.25, ent_coef=0.001, gamma=0.995)
 
