@@ -402,17 +402,17 @@ def test_eval_only_replays_the_runs_last_evaluation_and_trains_nothing(academy_r
 
 
 @pytest.mark.parametrize(
-    "flags, names",
-    [
+    "flags, names, eval_only",
+    [  # --eval-only and a plain --resume go through the same check
         (
             ["--env-name", "academy_pass_and_shoot_with_keeper", "--hidden-dim", "32"],
             "env_name academy_3_vs_1_with_keeper, num_agents 3, not "
             "env_name academy_pass_and_shoot_with_keeper, num_agents 2",
+            True,
         ),
-        (["--env-name", "academy_3_vs_1_with_keeper", "--hidden-dim", "64"], "hidden_dim 32, not hidden_dim 64"),
+        (["--env-name", "academy_3_vs_1_with_keeper", "--hidden-dim", "64"], "hidden_dim 32, not hidden_dim 64", False),
     ],
 )
-@pytest.mark.parametrize("eval_only", [True, False])
 def test_a_checkpoint_of_another_task_is_refused_naming_both(academy_run, flags, names, eval_only):
     cwd, _ = academy_run
     ckpt = only_run_dir(cwd) / "checkpoint.pt"
