@@ -1,4 +1,4 @@
-# A2PO (Agent-by-agent Policy Optimization) on GRF: README section "A2PO on Google Research Football".
+# A2PO on Google Research Football: README section "MAPPO, CoPPO, HAPPO and A2PO on Google Research Football".
 """A2PO with separate parameters on Google Research Football (gfootball): one actor and one critic per agent.
 
 Agents are updated one after another in a semi-greedy order; agent i's advantage is corrected for the agents
@@ -19,19 +19,21 @@ Implementation details
    id, critic i all slots' simple115v2 + one-hot id. No masks: all 19 actions are always available.
 4. Team reward = MEAN of the agents' gfootball rewards, so a goal is worth the same whatever the number of agents.
 5. The time limit is a truncation (simple115v2 has no clock): r_i += gamma * V_i(final obs), continues = 0.
-6. Turn k = 0..n-1: agent i = semi_greedy_pick(k, mean |A|), eps_i = adaptive_clip(eps, k+1, n, c), then
+6. --capture-video: gfootball's 2-D minimap .webm and .dump of eval env 0's games (3-D rendering: < 0.5 steps/s).
+7. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
+   process, env), so no two runs share a game stream; evaluation games env_seed(seed, 0, env) on new envs, so
+   every evaluation plays the same games and --eval-only (with the run's flags) replays a run's evaluation.
+8. Turn k = 0..n-1: agent i = semi_greedy_pick(k, mean |A|), eps_i = adaptive_clip(eps, k+1, n, c), then
    update_epochs x [critic-only pass, actor+critic pass] with l_i = r_i * clamp(rho, 1 +- eps_i/2). rho, the joint
    ratio of the agents already updated, is a sum of log-ratios (a float32 product can overflow to inf and meet an
    underflow: NaN). PreOPC advantages use the rollout values (the remaining critics have not moved) and are
    normalised jointly over (t, env, agent) as in the A2PO code base, so an agent whose advantages are small next
    to the team's takes a small step; critic i regresses onto agent i's PreOPC returns with its own ValueNorm.
-7. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
+9. The Args defaults are the official A2PO academy settings (epochs not stated: 10, as for 5_vs_5); full games
    take FULL_GAME_PRESET, the A2PO code base's 5-vs-5 settings, for the flags not given on the command line.
-8. --capture-video: gfootball's 2-D minimap .webm and .dump of eval env 0's games (3-D rendering: < 0.5 steps/s).
-9. Resume restarts the games (env state is not saved). Game seeds are env_seed(seed, first iteration of the
-   process, env), evaluation games env_seed(seed, 0, env), so no two runs or evaluations share a game stream.
 """
 
+# TRY NOT TO MODIFY: imports
 import contextlib
 import datetime
 import io
@@ -53,6 +55,7 @@ from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 
+# TRY NOT TO MODIFY: common arguments
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
@@ -64,7 +67,6 @@ class Args:
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False  # write gfootball's videos of the first eval env's games to runs/<run>/videos
     runs_dir: str = "runs"  # the folder holding the run folders
-
     env_name: str = "academy_3_vs_1_with_keeper"  # the gfootball scenario
     num_agents: int = 0  # number of controlled left players (0: the scenario's default)
     rewards: str = "scoring,checkpoints"  # gfootball rewards: 'scoring' or 'scoring,checkpoints'
@@ -78,7 +80,6 @@ class Args:
     num_minibatches: int = 2  # the number of minibatches per pass
     update_epochs: int = 10  # the epochs of the two-stage update of each agent
     clip_coef: float = 0.2  # the surrogate clipping coefficient eps (also the value clip)
-    clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n
     ent_coef: float = 0.01  # coefficient of the entropy
     max_grad_norm: float = 10.0  # the maximum norm for the gradient clipping
     huber_delta: float = 10.0  # delta of the Huber value loss
@@ -87,27 +88,22 @@ class Args:
     eval_episodes: int = 32  # games per evaluation (0: no evaluation)
     save_model: bool = False  # write runs/<run>/checkpoint.pt at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to continue from
-
+    eval_only: bool = False  # greedy --eval-episodes games of the --resume checkpoint into eval.json; no training
+    # ALGO LOGIC: algorithm flags
+    clip_c: float = 0.5  # c of the adaptive clip C(eps, k) = eps * c + eps * (1 - c) * k / n
+    # TRY NOT TO MODIFY: computed after parsing
     batch_size: int = 0  # the batch size (computed in runtime)
     minibatch_size: int = 0  # the mini-batch size (computed in runtime)
     num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
+# TRY NOT TO MODIFY: scenarios, the checkpoint reward and the behaviour metrics
 # scenario -> (default number of agents, controllable left players)
-SCENARIOS = {
-    "academy_3_vs_1_with_keeper": (3, 4),
-    "academy_counterattack_easy": (4, 11),
-    "academy_counterattack_hard": (4, 11),
-    "academy_pass_and_shoot_with_keeper": (2, 3),
-    "academy_run_pass_and_shoot_with_keeper": (2, 3),
-    "academy_corner": (10, 11),
-    "5_vs_5": (4, 4),
-    "11_vs_11_easy_stochastic": (10, 11),
-    "11_vs_11_stochastic": (10, 11),
-    "11_vs_11_hard_stochastic": (10, 11),
-}
-# the official A2PO GRF settings of full games (the Args defaults are the academy ones), for the flags not given
-FULL_GAME_PRESET = dict(total_timesteps=100_000_000, clip_coef=0.25, ent_coef=0.001, gamma=0.995)
+SCENARIOS = {"academy_3_vs_1_with_keeper": (3, 4), "academy_counterattack_easy": (4, 11)}
+SCENARIOS.update({"academy_counterattack_hard": (4, 11), "academy_pass_and_shoot_with_keeper": (2, 3)})
+SCENARIOS.update({"academy_run_pass_and_shoot_with_keeper": (2, 3), "academy_corner": (10, 11), "5_vs_5": (4, 4)})
+SCENARIOS.update({"11_vs_11_easy_stochastic": (10, 11), "11_vs_11_stochastic": (10, 11)})
+SCENARIOS.update({"11_vs_11_hard_stochastic": (10, 11)})
 
 
 def checkpoint_reward(raw_obs, score_reward, collected, num_checkpoints=10, reward_per_checkpoint=0.1):
@@ -130,19 +126,17 @@ def checkpoint_reward(raw_obs, score_reward, collected, num_checkpoints=10, rewa
 
 
 class BehaviourTracker:
-    """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations.
-
-    Owner = (ball_owned_team, ball_owned_player) where ball_owned_team != -1; other steps are "free". A change of
-    owner is "in play" when game_mode == 0 on the free steps before it and on its own step.
-    - completed pass: left player p -> left player q != p, in play (a set piece a teammate takes after a
-      stoppage is no pass, and a goal after it no assist).
-    - attempted pass: a completed pass, or an interception: left p -> a right player other than the keeper, in
-      play, after >= 1 free step. No pass: a change with no free step (a tackle), the keeper taking the ball (a
-      saved shot), a stoppage in between (shot, clearance, ball out).
-    - pass_rate = completed / attempted (nan without an attempt); goals / lost = increases of score[0] /
-      score[1]; win = goals > lost over the game.
-    - assist: a goal whose scorer (the last owner before the score changed, a left player) got the ball through a
-      completed pass and nobody else owned it since.
+    """Per-game behaviour metrics of the left (controlled) team from gfootball raw observations. Owner =
+    (ball_owned_team, ball_owned_player) where ball_owned_team != -1; other steps are "free". A change of owner is
+    "in play" when game_mode == 0 on the free steps before it and on its own step.
+    - completed pass: left player p -> left player q != p, in play (a set piece a teammate takes after a stoppage
+      is no pass, and a goal after it no assist).
+    - attempted pass: a completed pass, or an interception: left p -> a right player other than the keeper, in play,
+      after >= 1 free step. No pass: a change with no free step (a tackle), the keeper taking the ball (a saved
+      shot), a stoppage in between (shot, clearance, ball out).
+    - pass_rate = completed / attempted (nan without an attempt); goals / lost = increases of score[0] / score[1];
+      win = goals > lost over the game. Assist: a goal whose scorer (the last owner before the score changed, a
+      left player) got the ball through a completed pass and nobody else owned it since.
     """
 
     def __init__(self, raw_obs):
@@ -176,6 +170,7 @@ class BehaviourTracker:
         return dict(win_rate=float(c["goals"] > c["lost"]), goal_diff=c["goals"] - c["lost"], pass_rate=rate, **c)
 
 
+# TRY NOT TO MODIFY: environments
 class GRFEnv:
     """One gfootball game: simple115v2 obs (n, 115), team reward, truncation flag, behaviour metrics, auto-reset."""
 
@@ -232,7 +227,7 @@ def env_worker(remote, env_kwargs):
 
 
 class FootballVecEnv:
-    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (send, wait, remotes[e].recv)."""
+    """`num_envs` GRFEnv games, one per subprocess worker, each stepped on its own (remotes[e].send, wait, recv)."""
 
     def __init__(self, seeds, **env_kwargs):
         ctx = mp.get_context("fork")
@@ -251,9 +246,6 @@ class FootballVecEnv:
             remote.send(("reset", None))
         return np.stack([remote.recv() for remote in self.remotes])
 
-    def send(self, e, action):
-        self.remotes[e].send(("step", action))
-
     def wait(self, envs):
         """The envs among `envs` whose step result has arrived (blocks until there is one)."""
         arrived = connection_wait([self.remotes[e] for e in envs])
@@ -266,6 +258,7 @@ class FootballVecEnv:
             proc.join(timeout=5)
 
 
+# TRY NOT TO MODIFY: networks
 def layer_init(layer, std=2**0.5, bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -320,9 +313,7 @@ def stacked_forward(nets, params, x):
     return x
 
 
-# ---------------------------------------------------------------------------------------------
-# TRY NOT TO MODIFY: machinery shared by every script.
-# ---------------------------------------------------------------------------------------------
+# TRY NOT TO MODIFY: value normalisation, value loss and GAE
 class ValueNorm(nn.Module):
     """Running mean / mean-square of the returns (beta = 0.99999, debiased, variance floored at 1e-2)."""
 
@@ -387,6 +378,17 @@ def compute_gae(rewards, values, bootstrap_value, continues, gamma, gae_lambda):
     return advantages
 
 
+# ALGO LOGIC: A2PO's presets, flag checks and pure functions (the pure ones are the same text in every a2po_*.py)
+ALGO = "a2po"  # the algorithm's name in summary.json and checkpoints
+# the official A2PO GRF settings of full games (the Args defaults are the academy ones), for the flags not given
+FULL_GAME_PRESET = dict(total_timesteps=100_000_000, clip_coef=0.25, ent_coef=0.001, gamma=0.995)
+
+
+def check_algo_args(args):
+    if not 0 <= args.clip_c <= 1:
+        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1] (eps_i must grow from eps*c to eps).")
+
+
 def compute_preopc(rewards, values, bootstrap_value, continues, ratios, gamma, gae_lambda):
     """PreOPC, shapes as compute_gae; ratios (T, E, n): rho, the preceding agents' joint ratio (current / behaviour).
     A_t = delta_t + gamma * lambda * min(1, rho_{t+1}) * continues_t * A_{t+1}; rho_t never enters A_t; rho = 1: GAE."""
@@ -424,6 +426,7 @@ def turn_advantages(rewards, values, bootstrap_value, continues, log_rho, gamma,
     return advantages, (advantages - advantages.mean()) / (advantages.std() + 1e-5)
 
 
+# TRY NOT TO MODIFY: evaluation and argument handling
 def aggregate_games(infos):
     """Mean of each per-game metric; pass_rate pooled over the games (sum completed / sum attempted)."""
     out = {k: float(np.mean([g[k] for g in infos])) for k in infos[0] if k != "pass_rate"}
@@ -432,21 +435,23 @@ def aggregate_games(infos):
     return out
 
 
-def evaluate(actors, envs, num_episodes, eye, device):
-    """Greedy play until each eval env has finished its share of `num_episodes` games; mean metrics."""
+def evaluate(actors, seeds, env_kwargs, num_episodes, eye, device):
+    """Greedy play on new envs (the same games every time) until each has finished its share of the games; means."""
+    envs = FootballVecEnv(seeds, **env_kwargs)
     quotas = [num_episodes // envs.num_envs + (e < num_episodes % envs.num_envs) for e in range(envs.num_envs)]
     finished, games, params = [0] * envs.num_envs, [], stack_params(actors)
     obs = torch.tensor(envs.reset(), device=device)
     while any(f < q for f, q in zip(finished, quotas)):
         actions = stacked_forward(actors, params, actor_inputs(obs, eye)).argmax(-1).T
         for e, action in enumerate(actions.cpu().numpy()):
-            envs.send(e, action)
+            envs.remotes[e].send(("step", action))
         for e in range(envs.num_envs):
             next_obs, _, _, _, _, info = envs.remotes[e].recv()
             obs[e] = torch.from_numpy(next_obs).to(device)
             if info is not None and finished[e] < quotas[e]:
                 finished[e] += 1
                 games.append(info)
+    envs.close()
     return aggregate_games(games)
 
 
@@ -455,19 +460,16 @@ def parse_args():
     if args.env_name not in SCENARIOS:
         raise SystemExit(f"error: unknown scenario '{args.env_name}'. Valid scenarios: {', '.join(SCENARIOS)}.")
     default, most = SCENARIOS[args.env_name]
-    args.num_agents = args.num_agents or default
-    if not 1 <= args.num_agents <= most:
-        raise SystemExit(
-            f"error: --num-agents {args.num_agents}: {args.env_name} has {most} controllable players. Use 1..{most}."
-        )
+    n = args.num_agents = args.num_agents or default
+    if not 1 <= n <= most:
+        raise SystemExit(f"error: --num-agents {n}: {args.env_name} has {most} controllable players. Use 1..{most}.")
     if args.rewards not in ("scoring", "scoring,checkpoints"):
         raise SystemExit(f"error: --rewards '{args.rewards}' is not supported. Use 'scoring' or 'scoring,checkpoints'.")
-    if not 0 <= args.clip_c <= 1:
-        raise SystemExit(f"error: --clip-c {args.clip_c} is outside [0, 1] (eps_i must grow from eps*c to eps).")
     given = {a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
     for key, value in FULL_GAME_PRESET.items():
         if not args.env_name.startswith("academy") and key not in given:
             setattr(args, key, value)
+    check_algo_args(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
         raise SystemExit(f"error: --num-envs x --num-steps = {args.batch_size} is not divisible by --num-minibatches.")
@@ -475,6 +477,10 @@ def parse_args():
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
         raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is less than one batch ({args.batch_size}).")
+    if args.eval_only and not args.resume:
+        raise SystemExit("error: --eval-only needs --resume path/to/checkpoint.pt.")
+    if args.eval_only and args.eval_episodes < 1:
+        raise SystemExit(f"error: --eval-only needs --eval-episodes >= 1, not {args.eval_episodes}.")
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # gfootball's gym 0.26 prints an "unmaintained" notice
             import gym  # noqa: F401
@@ -485,6 +491,7 @@ def parse_args():
 
 
 if __name__ == "__main__":
+    # TRY NOT TO MODIFY: setup
     args = parse_args()
     n, T, E = args.num_agents, args.num_steps, args.num_envs
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -495,26 +502,28 @@ if __name__ == "__main__":
         raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}); pass a checkpoint.pt.") from None
     if ckpt and "progress" not in ckpt:
         raise SystemExit(f"error: checkpoint {args.resume} is from an older version of this script; start a new run.")
+    if ckpt:  # another scenario, agent count, width or algorithm: refused, naming both (no "algo": a2po_grf.py's)
+        saved, ours = dict(ckpt["args"], algo=ckpt.get("algo", "a2po")), dict(vars(args), algo=ALGO)
+        diff = [k for k in ("env_name", "num_agents", "hidden_dim", "algo") if saved[k] != ours[k]]
+        if diff:
+            was, now = (", ".join(f"{k} {d[k]}" for k in diff) for d in (saved, ours))
+            raise SystemExit(f"error: the checkpoint is for {was}, not {now}: pass its flags (or another checkpoint).")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = f"{args.runs_dir}/{run_name}"
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.eval_only else f"{args.runs_dir}/{run_name}"
     os.makedirs(run_dir, exist_ok=True)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
+        seed_rng(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)  # the env workers need the cores; the networks are small
-    order_gen = torch.Generator().manual_seed(args.seed)
     env_gens = [torch.Generator().manual_seed(args.seed * 100_003 + e) for e in range(E)]  # action noise per env
     start_iteration = ckpt["iteration"] + 1 if ckpt else 1
-
     env_kwargs = dict(env_name=args.env_name, num_agents=n, rewards=args.rewards)
-    envs = FootballVecEnv([env_seed(args.seed, start_iteration, e) for e in range(E)], **env_kwargs)
-    eval_envs = None
-    if args.eval_episodes > 0:
-        video_dir = os.path.abspath(f"{run_dir}/videos") if args.capture_video else None
-        eval_seeds = [env_seed(args.seed, 0, e) for e in range(min(E, args.eval_episodes))]
-        eval_envs = FootballVecEnv(eval_seeds, video_dir=video_dir, **env_kwargs)
-
+    train_seeds = [env_seed(args.seed, start_iteration, e) for e in range(E)]
+    envs = None if args.eval_only else FootballVecEnv(train_seeds, **env_kwargs)
+    videos = f"{run_dir}/videos/eval_only_{ckpt['progress'][0]}" if args.eval_only else f"{run_dir}/videos"
+    video_dir = os.path.abspath(videos) if args.capture_video else None
+    eval_seeds = [env_seed(args.seed, 0, e) for e in range(min(E, args.eval_episodes))]
+    eval_kwargs = dict(env_kwargs, video_dir=video_dir)
     obs_dim, eye = 115, torch.eye(n, device=device)
     actors = nn.ModuleList([mlp(obs_dim + n, args.hidden_dim, 19, 0.01) for _ in range(n)]).to(device)
     critics = nn.ModuleList([mlp(obs_dim * n + n, args.hidden_dim, 1, 1.0) for _ in range(n)]).to(device)
@@ -522,8 +531,11 @@ if __name__ == "__main__":
     nets = nn.ModuleDict(dict(actors=actors, critics=critics, value_norms=value_norms))
     actor_opts = [torch.optim.Adam(a.parameters(), lr=args.learning_rate, eps=1e-5) for a in actors]
     critic_opts = [torch.optim.Adam(c.parameters(), lr=args.critic_learning_rate, eps=1e-5) for c in critics]
-    # checkpoint.pt: the state_dict of every network and optimizer, every generator's state, the progress counters
-    stateful, generators = [nets, *actor_opts, *critic_opts], [order_gen, torch.default_generator, *env_gens]
+    # ALGO LOGIC: the order generator, seeded by --seed and saved in checkpoints
+    order_gen = torch.Generator().manual_seed(args.seed)
+    algo_generators = [order_gen]
+    # TRY NOT TO MODIFY: checkpoints (every state_dict, generator state, progress counter), logging, rollout storage
+    stateful, generators = [nets, *actor_opts, *critic_opts], [*algo_generators, torch.default_generator, *env_gens]
     global_step, sampling_total, updating_total, wall_before, last_eval = 0, 0.0, 0.0, 0.0, {}
     if ckpt:
         for obj, state in zip(stateful, ckpt["state_dicts"]):
@@ -533,16 +545,24 @@ if __name__ == "__main__":
         np.random.set_state(ckpt["numpy_rng"])
         random.setstate(ckpt["python_rng"])
         global_step, sampling_total, updating_total, wall_before, last_eval = ckpt["progress"]
+    if args.eval_only:  # the run's evaluation (same eval seeds) of the checkpoint's policy, into eval.json
+        found = evaluate(actors, eval_seeds, eval_kwargs, args.eval_episodes, eye, device)
+        result = dict(checkpoint=os.path.abspath(args.resume), global_step=global_step, seed=args.seed)
+        result.update(episodes=args.eval_episodes, **{k: None if np.isnan(v) else v for k, v in found.items()})
+        with open(f"{run_dir}/eval.json", "w") as f:
+            json.dump(result, f, indent=2)
+        line = f"eval-only {args.resume} step {global_step}: win rate {found['win_rate']:.3f} goal difference "
+        print(line + f"{found['goal_diff']:.2f} over {args.eval_episodes} episodes (seed {args.seed})", flush=True)
+        sys.exit()
 
     def save_checkpoint(iteration):
         progress = [global_step, sampling_total, updating_total, wall_before + time.time() - start_time, last_eval]
         state = dict(state_dicts=[o.state_dict() for o in stateful], generators=[g.get_state() for g in generators])
         state.update(numpy_rng=np.random.get_state(), python_rng=random.getstate(), progress=progress)
-        state.update(iteration=iteration, run_name=run_name, args=vars(args))
+        state.update(iteration=iteration, run_name=run_name, args=vars(args), algo=ALGO)
         torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
-    # TRY NOT TO MODIFY: logging setup
     if args.track:
         import wandb
 
@@ -566,12 +586,11 @@ if __name__ == "__main__":
     actions_buf = torch.zeros((T, E, n), dtype=torch.long, device=device)
     logprobs_buf, values_buf, rewards_buf = (torch.zeros((T, E, n), device=device) for _ in range(3))
     continues_buf = torch.zeros((T, E, 1), device=device)  # (T, E, 1) broadcasts against per-agent rewards
-
     next_obs = torch.tensor(envs.reset(), device=device)
     start_time, start_step = time.time(), global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
+        # TRY NOT TO MODIFY: rollout (an env steps as soon as its action is sent; waiting envs are batched), then GAE
         iteration_start, train_games = time.time(), []
-        # each env steps as soon as its action is sent; the envs waiting for an action are batched
         t_env, ready, pending = np.zeros(E, dtype=np.int64), list(range(E)), set()
         actor_params, critic_params = stack_params(actors), stack_params(critics)  # detached: no autograd graph
         while ready or pending:
@@ -584,7 +603,7 @@ if __name__ == "__main__":
                 actions_buf[t_idx, idx], logprobs_buf[t_idx, idx] = action.T, logprob.T
                 values_buf[t_idx, idx] = stacked_forward(critics, critic_params, critic_inputs(o, eye)).squeeze(-1).T
                 for e, action in zip(ready, actions_buf[t_idx, idx].cpu().numpy()):
-                    envs.send(e, action)
+                    envs.remotes[e].send(("step", action))
                 pending.update(ready)
             ready = envs.wait(pending)
             for e in ready:
@@ -604,14 +623,13 @@ if __name__ == "__main__":
             ready = [e for e in ready if t_env[e] < T]
         sampling_time = time.time() - iteration_start
         sampling_total += sampling_time
-
-        # ALGO LOGIC: A2PO with separate parameters, agent by agent (README "A2PO")
         update_start = time.time()
         bootstrap = denormalize(stacked_forward(critics, critic_params, critic_inputs(next_obs, eye)).squeeze(-1).T)
         values_denorm = denormalize(values_buf)
         gae = compute_gae(rewards_buf, values_denorm, bootstrap, continues_buf, args.gamma, args.gae_lambda)
         b_obs = obs_buf.reshape(T * E, n, obs_dim)
         all_actor_in, all_critic_in = actor_inputs(b_obs, eye), critic_inputs(b_obs, eye)
+        # ALGO LOGIC: A2PO with separate parameters, agent by agent (README "A2PO")
         log_rho = torch.zeros((T, E), device=device)  # log of the joint ratio of the agents already updated (no grad)
         remaining, order, stats, trace_means, gaps, explained = list(range(n)), [], [], [], [], []
         for k in range(n):
@@ -619,8 +637,7 @@ if __name__ == "__main__":
                 rewards_buf, values_denorm, bootstrap, continues_buf, log_rho, args.gamma, args.gae_lambda
             )
             rho = log_rho.exp()  # only clamped below, so inf and 0 are harmless
-            if k > 0:
-                trace_means.append(rho.clamp(max=1.0).mean().item())
+            trace_means.append(rho.clamp(max=1.0).mean().item())  # the first turn's, 1, is left out
             i = semi_greedy_pick(k, adv_all.abs().mean((0, 1)), remaining, order_gen)
             eps_i = adaptive_clip(args.clip_coef, k + 1, n, args.clip_c)
             writer.add_scalar(f"a2po/order_k{k + 1}", i, global_step)
@@ -666,25 +683,22 @@ if __name__ == "__main__":
                 explained.append((1 - (b_returns - pred).var() / var_y).item() if var_y > 0 else float("nan"))
             order.append(i)
             remaining.remove(i)
+        writer.add_scalar("a2po/order_first", order[0], global_step)
+        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means[1:])) if n > 1 else 1.0, global_step)
+        writer.add_scalar("a2po/preopc_gap", float(np.mean(gaps)), global_step)
+        # TRY NOT TO MODIFY: logging, evaluation and checkpoints
         updating_time = time.time() - update_start
         updating_total += updating_time
-
-        # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int((global_step - start_step) / (time.time() - start_time))
         names = ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"]
-        for name, value in zip(names, [*np.mean(stats, 0), float(np.nanmean(explained))]):
-            writer.add_scalar(f"losses/{name}", value, global_step)
-        writer.add_scalar("a2po/order_first", order[0], global_step)
-        writer.add_scalar("a2po/trace_ratio_mean", float(np.mean(trace_means)) if trace_means else 1.0, global_step)
-        writer.add_scalar("a2po/preopc_gap", float(np.mean(gaps)), global_step)
-        writer.add_scalar("charts/learning_rate", actor_opts[0].param_groups[0]["lr"], global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("time/sampling_s", sampling_time, global_step)
-        writer.add_scalar("time/updating_s", updating_time, global_step)
-
+        scalars = dict(zip([f"losses/{k}" for k in names], [*np.mean(stats, 0), float(np.nanmean(explained))]))
+        scalars.update({"charts/learning_rate": actor_opts[0].param_groups[0]["lr"], "charts/SPS": sps})
+        scalars.update({"time/sampling_s": sampling_time, "time/updating_s": updating_time})
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step)
         crossed = global_step // args.eval_interval > (global_step - E * T) // args.eval_interval
-        if eval_envs is not None and (crossed or iteration == args.num_iterations):
-            last_eval = evaluate(actors, eval_envs, args.eval_episodes, eye, device)
+        if eval_seeds and (crossed or iteration == args.num_iterations):
+            last_eval = evaluate(actors, eval_seeds, eval_kwargs, args.eval_episodes, eye, device)
             log_metrics("eval", last_eval, global_step)
             if args.save_model:
                 save_checkpoint(iteration)
@@ -694,16 +708,13 @@ if __name__ == "__main__":
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
         line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train:.3f} eval {win:.3f} "
         print(line + f"sample {sampling_time:.2f}s update {updating_time:.2f}s elapsed {elapsed} ETA {eta}", flush=True)
-
     if args.save_model:
         save_checkpoint(args.num_iterations)
     wall_time = wall_before + time.time() - start_time
     final_eval = {k: None if np.isnan(v) else v for k, v in last_eval.items()}
-    summary = dict(task=args.env_name, algo="a2po", seed=args.seed, global_step=global_step, wall_time_s=wall_time)
+    summary = dict(task=args.env_name, algo=ALGO, seed=args.seed, global_step=global_step, wall_time_s=wall_time)
     summary.update(sampling_s=sampling_total, updating_s=updating_total, final_eval=final_eval, args=vars(args))
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     envs.close()
-    if eval_envs is not None:
-        eval_envs.close()
     writer.close()

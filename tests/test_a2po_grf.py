@@ -254,6 +254,8 @@ def test_full_game_preset_entropy_and_the_users_flag_wins(monkeypatch):
         (["--env-name", "5_vs_5", "--num-agents", "5"], "Use 1..4"),
         (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "not divisible"),
         (["--clip-c", "2"], "--clip-c 2.0 is outside [0, 1]"),
+        (["--eval-only"], "error: --eval-only needs --resume path/to/checkpoint.pt."),
+        (["--eval-only", "--resume", "x.pt", "--eval-episodes", "0"], "--eval-only needs --eval-episodes >= 1, not 0"),
     ],
 )
 def test_bad_input_exits_with_clear_message(tmp_path, args, message):
@@ -366,6 +368,59 @@ def test_smoke_academy_logs_and_summary(academy_run):
     assert summary["args"]["clip_coef"] == 0.2 and summary["args"]["gamma"] == 0.99  # academy preset
     assert set(summary["final_eval"]) >= set(GAME_KEYS) | {"pass_rate"}
     assert summary["sampling_s"] > 0 and summary["updating_s"] > 0
+
+
+def run_files(run_dir):
+    """{path: mtime} of the run folder's files but eval.json and videos/ (what --eval-only may write)."""
+    paths = [p for p in run_dir.rglob("*") if p.name != "eval.json" and "videos" not in p.relative_to(run_dir).parts]
+    return {p: p.stat().st_mtime_ns for p in paths}
+
+
+def test_eval_only_replays_the_runs_last_evaluation_and_trains_nothing(academy_run):
+    cwd, _ = academy_run
+    run_dir = only_run_dir(cwd)
+    ckpt = run_dir / "checkpoint.pt"
+    before = run_files(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    step = summary["global_step"]
+    flags = ["--env-name", "academy_3_vs_1_with_keeper", *TINY, "--eval-episodes", "2", "--seed", "1"]
+    out = run_script(
+        "a2po_grf", *flags, "--eval-only", "--resume", ckpt, "--capture-video", cwd=cwd, timeout=300
+    ).stdout
+    assert not grf_iter_lines(out)  # no training iteration
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["checkpoint"] == str(ckpt.resolve()) and (result["global_step"], result["seed"]) == (step, 1)
+    assert result["episodes"] == 2 and {k: result[k] for k in summary["final_eval"]} == summary["final_eval"]
+    assert set(summary["final_eval"]) >= set(GAME_KEYS)
+    scalars = read_scalars(run_dir)
+    for key in GAME_KEYS:  # the TensorBoard eval scalars of the run's last step
+        assert scalars[f"eval/{key}"][-1] == (step, pytest.approx(result[key])), key
+    line = f"eval-only {ckpt} step {step}: win rate {result['win_rate']:.3f} goal difference "
+    assert line + f"{result['goal_diff']:.2f} over 2 episodes (seed 1)" in out, out
+    assert only_run_dir(cwd) == run_dir and run_files(run_dir) == before  # no new run, no checkpoint or log written
+    assert [v for v in (run_dir / "videos" / f"eval_only_{step}").glob("*.webm") if v.stat().st_size > 10_000]
+
+
+@pytest.mark.parametrize(
+    "flags, names, eval_only",
+    [  # --eval-only and a plain --resume go through the same check
+        (
+            ["--env-name", "academy_pass_and_shoot_with_keeper", "--hidden-dim", "32"],
+            "env_name academy_3_vs_1_with_keeper, num_agents 3, not "
+            "env_name academy_pass_and_shoot_with_keeper, num_agents 2",
+            True,
+        ),
+        (["--env-name", "academy_3_vs_1_with_keeper", "--hidden-dim", "64"], "hidden_dim 32, not hidden_dim 64", False),
+    ],
+)
+def test_a_checkpoint_of_another_task_is_refused_naming_both(academy_run, flags, names, eval_only):
+    cwd, _ = academy_run
+    ckpt = only_run_dir(cwd) / "checkpoint.pt"
+    args = [*flags, "--resume", ckpt] + (["--eval-only"] if eval_only else [])
+    proc = run_script("a2po_grf", *args, cwd=cwd, timeout=120, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: the checkpoint is for ") and names in last, proc.stdout
 
 
 def test_resume_continues_the_same_run_and_captures_video(academy_run):
