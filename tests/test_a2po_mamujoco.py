@@ -426,22 +426,27 @@ def test_eval_only_reproduces_the_final_evaluation_and_trains_nothing(resumed_ru
 
 
 @pytest.mark.parametrize(
-    "flags,given",
+    "flags,message",
     [
-        (["--scenario", "Hopper", "--agent-conf", "3x1", "--eval-only"], "Hopper 3x1 (agent_obsk 1)"),
+        (
+            ["--scenario", "Hopper", "--agent-conf", "3x1", "--eval-only"],
+            "scenario HalfCheetah, agent_conf 2x3, not scenario Hopper, agent_conf 3x1: "
+            "use --scenario HalfCheetah --agent-conf 2x3",
+        ),
         # a plain resume is checked too, and agent_obsk changes the observation shapes
-        (["--scenario", "HalfCheetah", "--agent-conf", "2x3", "--agent-obsk", 0], "HalfCheetah 2x3 (agent_obsk 0)"),
+        (
+            ["--scenario", "HalfCheetah", "--agent-conf", "2x3", "--agent-obsk", 0],
+            "agent_obsk 1, not agent_obsk 0: use --agent-obsk 1",
+        ),
     ],
 )
-def test_a_checkpoint_of_another_task_is_refused_naming_both(resumed_run, flags, given):
+def test_a_checkpoint_of_another_task_is_refused_naming_both(resumed_run, flags, message):
     cwd, run_dir, _, _ = resumed_run
     files = sorted(p.name for p in run_dir.iterdir())
     proc = run_script("a2po_mamujoco", *flags, "--resume", run_dir / "checkpoint.pt", cwd=cwd, timeout=120, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout, proc.stdout
-    assert proc.stdout.strip().splitlines()[-1] == (
-        f"error: the checkpoint is for HalfCheetah 2x3 (agent_obsk 1), not {given}: pass --scenario HalfCheetah "
-        "--agent-conf '2x3' --agent-obsk 1 (or another checkpoint)."
-    )
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"error: the checkpoint is for {message} (or another checkpoint).", proc.stdout
     assert sorted(p.name for p in run_dir.iterdir()) == files and only_run_dir(cwd) == run_dir
 
 

@@ -184,15 +184,27 @@ def main_exits(script, *argv):
     return str(exc.value.code)
 
 
-def test_a_checkpoint_of_another_task_is_refused(run, monkeypatch):
+def test_a_checkpoint_of_another_task_algorithm_or_width_is_refused(run, monkeypatch):
     monkeypatch.chdir(run.cwd)
     ckpt = run.run_dir / "checkpoint.pt"
+    assert run.checkpoint["algo"] == run.script.split("_")[0]
     for flags in (["--eval-only"], []):  # --eval-only and a plain resume alike
         message = main_exits(run.script, "--scenario", "HalfCheetah", "--agent-conf", "2x3", "--resume", ckpt, *flags)
         assert message == (
-            "error: the checkpoint is for Hopper 3x1 (agent_obsk 1), not HalfCheetah 2x3 (agent_obsk 1): "
-            "pass --scenario Hopper --agent-conf '3x1' --agent-obsk 1 (or another checkpoint)."
+            "error: the checkpoint is for scenario Hopper, agent_conf 3x1, not scenario HalfCheetah, agent_conf 2x3: "
+            "use --scenario Hopper --agent-conf 3x1 (or another checkpoint)."
         )
+    message = main_exits(run.script, *SMOKE, "--hidden-dim", 32, "--resume", ckpt)
+    assert (
+        message
+        == "error: the checkpoint is for hidden_dim 64, not hidden_dim 32: use --hidden-dim 64 (or another checkpoint)."
+    )
+    algo = run.script.split("_")[0]  # A2PO would otherwise miss the order generator of a MAPPO or CoPPO checkpoint
+    message = main_exits("a2po_mamujoco", *SMOKE, "--resume", ckpt)
+    assert (
+        message
+        == f"error: the checkpoint is for algo {algo}, not algo a2po: use {algo}_mamujoco.py (or another checkpoint)."
+    )
     assert only_run_dir(run.cwd) == run.run_dir
 
 
