@@ -384,6 +384,7 @@ def bootstrap_truncation(rewards, terminations, truncations, final_values, gamma
 
 
 # ALGO LOGIC: per-task presets (the A2PO code base's) for the flags not given, the flag checks, the surrogate
+ALGO = "happo"  # the algorithm's name in summary.json and checkpoints
 TASK_PRESETS = {"Hopper": {"learning_rate": 1e-4, "critic_learning_rate": 1e-4, "clip_coef": 0.1}}
 
 
@@ -440,12 +441,13 @@ if __name__ == "__main__":
     except Exception as exc:  # missing, unreadable or not a torch file: one line naming the file, no traceback
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SystemExit(f"error: cannot read checkpoint {args.resume} ({reason}). Pass a checkpoint.pt.") from None
-    if checkpoint is not None:  # the same task and observation shapes, for --resume and --eval-only alike
-        c = checkpoint["args"]
-        saved, given = (f"{a['scenario']} {a['agent_conf']} (agent_obsk {a['agent_obsk']})" for a in (c, vars(args)))
-        fix = f"--scenario {c['scenario']} --agent-conf '{c['agent_conf']}' --agent-obsk {c['agent_obsk']}"
-        if saved != given:
-            raise SystemExit(f"error: the checkpoint is for {saved}, not {given}: pass {fix} (or another checkpoint).")
+    if checkpoint is not None:  # the same algorithm, task and network shapes, for --resume and --eval-only alike
+        c, ours = dict(checkpoint["args"], algo=checkpoint.get("algo", "a2po")), dict(vars(args), algo=ALGO)
+        diff = [k for k in ("algo", "scenario", "agent_conf", "agent_obsk", "hidden_dim") if c[k] != ours[k]]
+        was, now = (", ".join(f"{k} {d[k]}" for k in diff) for d in (c, ours))
+        fix = " ".join(f"{c[k]}_mamujoco.py" if k == "algo" else f"--{k.replace('_', '-')} {c[k]}" for k in diff)
+        if diff:
+            raise SystemExit(f"error: the checkpoint is for {was}, not {now}: use {fix} (or another checkpoint).")
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(args.resume))
     else:
         run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -502,7 +504,7 @@ if __name__ == "__main__":
         ckpt = {k: [x.state_dict() for x in v] if isinstance(v, list) else v.state_dict() for k, v in state.items()}
         ckpt["rng"] = {key: get_state() for key, (get_state, _) in rngs.items()}
         ckpt.update(global_step=global_step, iteration=iteration, run_name=run_name, totals=totals, args=vars(args))
-        torch.save(ckpt, f"{run_dir}/checkpoint.pt.tmp")
+        torch.save(dict(ckpt, algo=ALGO), f"{run_dir}/checkpoint.pt.tmp")
         os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")
 
     def run_evaluation():
@@ -534,8 +536,7 @@ if __name__ == "__main__":
         result = dict(checkpoint=os.path.abspath(args.resume), global_step=global_step, seed=args.seed)
         with open(f"{run_dir}/eval.json", "w") as f:
             json.dump({**result, "episodes": args.eval_episodes, "episodic_return": ret}, f, indent=2)
-        eval_env.close()
-        sys.exit(0)
+        sys.exit(0)  # the eval env closes with the process
     start_iteration = checkpoint["iteration"] + 1 if checkpoint else 1
     envs = SubprocVecEnv([env_seed(args.seed, start_iteration, e) for e in range(args.num_envs)], env_kwargs)
     if args.track:
@@ -663,7 +664,7 @@ if __name__ == "__main__":
         print(f"{line} ETA {eta}", flush=True)
 
     totals["wall_time_s"] = earlier_wall_time + time.time() - start_time
-    summary = dict(task=task, algo=os.path.basename(__file__).split("_")[0], seed=args.seed, global_step=global_step)
+    summary = dict(task=task, algo=ALGO, seed=args.seed, global_step=global_step)
     with open(f"{run_dir}/summary.json", "w") as f:
         json.dump({**summary, **totals, "final_eval": {"episodic_return": last_eval}, "args": vars(args)}, f, indent=2)
     for resource in (envs, eval_env, writer):
