@@ -64,6 +64,8 @@ class Args:
     runs_dir: str = "runs"  # folder that holds one sub-folder per run
     save_model: bool = False  # if toggled, write a resumable checkpoint at every evaluation and at the end
     resume: str | None = None  # path to a checkpoint.pt to continue from (pass the same flags as the original run)
+    eval_only: bool = False  # greedy evaluation of the --resume checkpoint into eval.json beside it; trains nothing
+    capture_video: bool = False  # each evaluation's first game: SMAX a GIF in the run's videos/, sc2 a replay there
     save_buffer: bool = False  # with --save-model, checkpoints hold the replay buffer too (3m 0.2 GB, 3s5z 3.1 GB)
     map_name: str = "3s5z"  # SMAC map (SMAX maps, or any SMAC/SMACv2 map with --env-backend sc2)
     env_backend: Literal["smax", "sc2"] = "smax"  # `smax`: pure-JAX SMAX, runs anywhere; `sc2`: StarCraft II via smacv2
@@ -132,11 +134,8 @@ SC2_INSTALL = (
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = tyro.cli(Args, args=argv)
-    for presets, key in ((BACKEND_PRESETS, args.env_backend), (MAP_PRESETS, args.map_name)):
-        for name, value in presets.get(key, {}).items():  # a preset fills a field only if argv does not set it
-            flags = {f"--{no}{spelling}" for no in ("", "no-") for spelling in (name, name.replace("_", "-"))}
-            if not any(a.split("=")[0] in flags for a in argv):
-                setattr(args, name, value)
+    presets = BACKEND_PRESETS.get(args.env_backend, {}) | MAP_PRESETS.get(args.map_name, {})
+    args = tyro.cli(Args, args=argv, default=Args(**presets))  # a preset fills a field only if argv does not set it
     smax, sc2_maps = args.env_backend == "smax", SC2_CLASSIC_MAPS + SMACV2_MAPS
     maps = list(SMAX_EPISODE_LIMITS) if smax else sc2_maps
     if args.map_name not in maps:
@@ -152,6 +151,8 @@ def parse_args(argv=None):
         raise SystemExit(f"error: --num-minibatches {minibatches} does not divide the {num_sequences} sequences.")
     if min(args.num_envs, args.num_steps, args.eval_episodes, args.total_timesteps) < 1:
         raise SystemExit("error: --num-envs, --num-steps, --eval-episodes and --total-timesteps must be positive.")
+    if args.eval_only and not args.resume:
+        raise SystemExit("error: --eval-only needs --resume path/to/checkpoint.pt.")
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = num_sequences // minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
@@ -197,8 +198,7 @@ class SMAXVecEnv:
         def step_one(key, state, actions):
             step_key, reset_key = jax.random.split(key)
             _, next_state, rewards, dones, _ = env.step_env(step_key, state, dict(zip(agents, actions)))
-            done = dones["__all__"]
-            alive = next_state.state.unit_alive
+            done, alive = dones["__all__"], next_state.state.unit_alive
             won = done & ~alive[n:].any() & alive[:n].any()  # a draw (both teams dead) is not a win
             state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_one(reset_key), next_state)
             return state, observe(state), rewards[agents[0]], done, won
@@ -212,22 +212,43 @@ class SMAXVecEnv:
             key, sub = jax.random.split(key)
             return (key, *jax.vmap(step_one)(jax.random.split(sub, num_envs), states, actions))
 
-        self.step_all = step_all  # (key, states, actions) -> (key, states, obs, reward, done, won), for benchmarks
-        self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)
-        self._key = jax.random.PRNGKey(seed)
+        self._reset, self._step = jax.jit(reset_all), jax.jit(step_all)  # benchmark/smax_throughput.py uses both
+        self.seed_key, self.env, self.record = jax.random.PRNGKey(seed), env, None
         self.obs_dim, self.state_dim = env.observation_spaces[agents[0]].shape[0], env.state_size
 
     def reset(self):
-        self._key, self._states, obs = self._reset(self._key)
+        self._key, self._states, obs = self._reset(self.seed_key)  # the seed's games again: evaluations play the same
         return {k: np.array(v) for k, v in obs.items()}
 
     def step_async(self, actions):
+        if self.record is not None:  # for save_video: the key, states and env 0's actions
+            self.record.append((self._key, self._states, dict(zip(self.env.agents, actions[0]))))
         self._pending = self._step(self._key, self._states, actions.astype(np.int32))
 
     def step_wait(self):
         self._key, self._states, obs, reward, done, won = self._pending
         obs = {k: np.array(v) for k, v in obs.items()}  # writable copies for torch
         return obs, np.array(reward, dtype=np.float32), np.array(done), np.array(won)
+
+    def save_video(self, path):
+        """Env 0's recorded game drawn by jaxmarl's SMAX renderer: path.gif (frame 2t, 2t+1: env step t's world steps 4
+        and 8 of 8) and path.png, the middle frame, which it returns."""
+        import imageio.v2 as imageio
+        import jax
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        split, w = jax.random.split, self.env.world_steps_per_env_step + 1  # w: the state before, then each world step
+        game = [(split(split(k)[1], self.num_envs)[0], jax.tree.map(lambda x: x[0], s), a) for k, s, a in self.record]
+        canvas, frames, self.record = FigureCanvasAgg(Figure(figsize=(6, 5))), [], None
+        with jax.disable_jit():  # the renderer's jax.lax.cond per unit would compile at every call
+            for i, step in enumerate(self.env.expand_state_seq(game)):
+                if i % w in (w // 2, w - 1):
+                    self.env.init_render(canvas.figure.gca(), jax.tree.map(np.asarray, step), i % w, i // w)
+                    frames.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+        imageio.mimsave(f"{path}.gif", frames, duration=100, loop=0)
+        imageio.imwrite(f"{path}.png", frames[len(frames) // 2])
+        return frames[len(frames) // 2]
 
     def close(self):
         pass
@@ -265,6 +286,10 @@ def sc2_worker(remote, trainer_end, env_fn, map_name, seed):
             msg = remote.recv()
             if msg["cmd"] == "close":
                 break
+            if msg["cmd"] == "replay":  # smacv2's capability wrapper holds the StarCraft2Env that saves it in .env
+                vars(getattr(env, "env", env)).update(replay_dir=msg["dir"], replay_prefix=msg["prefix"])
+                env.save_replay()
+                continue
             try:
                 reward, terminated, info = env.step(msg["actions"]) if msg["cmd"] == "step" else (0.0, False, {})
                 if terminated or msg["cmd"] == "reset":
@@ -333,6 +358,11 @@ class SC2VecEnv:
         obs = {k: np.stack([m[k] for m in msgs]) for k in ("obs", "state", "avail", "alive")}
         reward, done, won = (np.array([m[k] for m in msgs]) for k in ("reward", "done", "won"))
         return obs, reward.astype(np.float32), done, won
+
+    def save_video(self, path):
+        """StarCraft II's replay of env 0's game (its episodes so far) as path_<time>.SC2Replay; no frame."""
+        folder, prefix = os.path.split(os.path.abspath(path))
+        self.workers[0][0].send({"cmd": "replay", "dir": folder, "prefix": prefix})
 
     def close(self):
         for remote, _ in self.workers:
@@ -488,10 +518,12 @@ def qmix_loss(batch, agent, mixer, target_agent, target_mixer, gamma, hidden_dim
 
 # TRY NOT TO MODIFY: greedy evaluation and checkpoint files
 @torch.no_grad()
-def greedy_evaluation(actor, envs, episodes, args, device):
-    """Greedy play until every eval env has finished ceil(episodes / num_envs) episodes: mean win rate and return."""
-    E, n, quota = envs.num_envs, envs.num_agents, math.ceil(episodes / envs.num_envs)
+def greedy_evaluation(actor, envs, args, device, video=None):
+    """Greedy play until every eval env has finished ceil(eval_episodes / num_envs) episodes: their win rate, return and
+    count, and with `video` (a path without extension) env 0's first game saved there, and its still frame (SMAX)."""
+    E, n, quota = envs.num_envs, envs.num_agents, math.ceil(args.eval_episodes / envs.num_envs)
     raw, counts, ep_return, returns, wins = envs.reset(), np.zeros(E, dtype=int), np.zeros(E), [], []
+    envs.record, frame = [] if video else None, None
     h, starts = torch.zeros(E * n, args.hidden_dim, device=device), torch.ones(1, E * n, device=device)
     last = torch.full((E, n), -1, dtype=torch.long)
     while counts.min() < quota:
@@ -500,6 +532,9 @@ def greedy_evaluation(actor, envs, episodes, args, device):
         actions = masked_logits(logits.reshape(avail.shape), avail.to(device)).argmax(-1).cpu()
         envs.step_async(actions.numpy())
         raw, reward, done, won = envs.step_wait()
+        if video and done[0] and counts[0] == 0:  # env 0's first game is over
+            os.makedirs(os.path.dirname(video), exist_ok=True)
+            frame = envs.save_video(video)
         ep_return += reward
         returns.extend(ep_return[done & (counts < quota)])
         wins.extend(won[done & (counts < quota)])
@@ -507,12 +542,7 @@ def greedy_evaluation(actor, envs, episodes, args, device):
         ep_return[done] = 0.0
         last = torch.where(torch.as_tensor(done).unsqueeze(-1), -1, actions)
         starts = torch.as_tensor(done, dtype=torch.float32, device=device).repeat_interleave(n).unsqueeze(0)
-    return float(np.mean(wins)), float(np.mean(returns))
-
-
-def save_checkpoint(path, **state):
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)  # atomic: a run killed while saving keeps its previous checkpoint
+    return dict(win_rate=float(np.mean(wins)), episodic_return=float(np.mean(returns)), episodes=len(wins)), frame
 
 
 if __name__ == "__main__":
@@ -524,17 +554,20 @@ if __name__ == "__main__":
         checkpoint = torch.load(args.resume, weights_only=False) if args.resume else None
     except Exception as e:  # missing, unreadable or not a checkpoint: one line, not a traceback
         raise SystemExit(f"error: cannot read checkpoint {args.resume}: {e}") from None
+    for key in ("map_name", "env_backend", "hidden_dim", "mixing_embed_dim", "hypernet_dim") if checkpoint else ():
+        if (was := checkpoint["args"].get(key)) != getattr(args, key):
+            raise SystemExit(f"error: the checkpoint has {key} {was}, not {getattr(args, key)}: pass the flags it had.")
     new_name = f"{args.map_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_name = checkpoint["run_name"] if checkpoint else new_name
-    run_dir = os.path.join(args.runs_dir, run_name)
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if checkpoint else os.path.join(args.runs_dir, run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    envs = make_envs(args, args.num_envs, args.seed)
     num_eval_envs = args.eval_episodes if args.env_backend == "smax" else min(args.eval_episodes, args.num_envs)
     eval_envs = make_envs(args, num_eval_envs, args.seed + 10_000)
+    envs = eval_envs if args.eval_only else make_envs(args, args.num_envs, args.seed)
     n, A = envs.num_agents, envs.num_actions
     check_algo_args(args)
     if args.reward_scale is None:  # detail 5
@@ -549,6 +582,16 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
     modules = dict(agent=agent, mixer=mixer, target_agent=target_agent, target_mixer=target_mixer, optimizer=optimizer)
+    if args.eval_only:  # the checkpoint's greedy agent on the eval games, into eval.json beside it; trains nothing
+        agent.load_state_dict(checkpoint["agent"])
+        video = f"{run_dir}/videos/eval_only_{checkpoint['global_step']}" if args.capture_video else None
+        result = dict(checkpoint=os.path.abspath(args.resume), global_step=checkpoint["global_step"], seed=args.seed)
+        result |= greedy_evaluation(agent, eval_envs, args, device, video)[0]
+        tail = f"return {result['episodic_return']:.2f} over {result['episodes']} episodes (seed {args.seed})"
+        print(f"eval-only {args.resume} step {result['global_step']}: win rate {result['win_rate']:.3f} {tail}")
+        with open(f"{run_dir}/eval.json", "w") as f:
+            json.dump(result, f, indent=1)
+        sys.exit()
     fields = dict(actor_x=((n, actor_dim), torch.float16), state=((envs.state_dim,), torch.float16))  # detail 3
     fields.update(avail=((n, A), torch.bool), actions=((n,), torch.long), rewards=((), torch.float32))
     max_len = envs.episode_limit + 1  # SMAX ends a time-out one step late (it tests the step count before counting)
@@ -588,7 +631,7 @@ if __name__ == "__main__":
     raw, last_actions = envs.reset(), torch.full((E, n), -1, dtype=torch.long)
     h, starts = torch.zeros(E * n, args.hidden_dim, device=device), torch.ones(1, E * n, device=device)
     ep_return, recent_returns, recent_wins = np.zeros(E), [], []
-    eval_win_rate, eval_return = float("nan"), float("nan")
+    final_eval = dict(win_rate=float("nan"), episodic_return=float("nan"))
     start_time, start_step, torch_threads = time.time(), global_step, torch.get_num_threads()
 
     for iteration in range(start_iteration, args.num_iterations + 1):
@@ -656,9 +699,12 @@ if __name__ == "__main__":
             writer.add_scalar(tag, float(value), global_step)
         recent_returns, recent_wins = [], []
         if global_step >= next_eval or iteration == args.num_iterations:
-            eval_win_rate, eval_return = greedy_evaluation(agent, eval_envs, args.eval_episodes, args, device)
-            writer.add_scalar("eval/win_rate", eval_win_rate, global_step)
-            writer.add_scalar("eval/episodic_return", eval_return, global_step)
+            video = f"{run_dir}/videos/eval_{global_step}" if args.capture_video else None
+            final_eval, frame = greedy_evaluation(agent, eval_envs, args, device, video)
+            for k in ("win_rate", "episodic_return"):
+                writer.add_scalar(f"eval/{k}", final_eval[k], global_step)
+            if frame is not None:  # wandb mirrors it; the GIF is in videos/
+                writer.add_image("eval/frame", frame, global_step, dataformats="HWC")
             next_eval = global_step + args.eval_interval
             if args.save_model:
                 state = {k: m.state_dict() for k, m in modules.items()}
@@ -667,16 +713,17 @@ if __name__ == "__main__":
                 state.update(episodes=episodes, last_target_update=last_target_update, gradient_steps=gradient_steps)
                 state.update(python_rng=random.getstate(), numpy_rng=np.random.get_state())
                 state.update(torch_rng=torch.get_rng_state(), buffer=buffer.state_dict() if args.save_buffer else None)
-                save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), **state)
+                torch.save(state, f"{run_dir}/checkpoint.pt.tmp")
+                os.replace(f"{run_dir}/checkpoint.pt.tmp", f"{run_dir}/checkpoint.pt")  # a killed run keeps the last
         elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
         eta = datetime.timedelta(seconds=int((args.num_iterations - iteration) * args.batch_size / max(sps, 1)))
         line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps} train {train_win:.3f} "
-        line += f"eval {eval_win_rate:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
+        line += f"eval {final_eval['win_rate']:.3f} sample {sampling_time:.2f}s update {updating_time:.2f}s "
         print(f"{line}elapsed {elapsed} ETA {eta}", flush=True)
 
     summary = dict(task=args.map_name, algo=args.exp_name, seed=args.seed, global_step=global_step)
     summary.update(wall_time_s=sampling_total + updating_total, sampling_s=sampling_total, updating_s=updating_total)
-    summary.update(final_eval=dict(win_rate=eval_win_rate, episodic_return=eval_return), args=vars(args))
+    summary.update(final_eval=final_eval, args=vars(args))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for resource in (envs, eval_envs, writer):

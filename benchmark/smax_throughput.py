@@ -36,7 +36,7 @@ def raw_scan(map_name, num_envs, steps):
             key, states, avail = carry
             key, sub = jax.random.split(key)
             actions = jax.random.categorical(sub, jnp.where(avail, 0.0, -1e9))
-            key, states, obs, _, _, _ = env.step_all(key, states, actions)
+            key, states, obs, _, _, _ = env._step(key, states, actions)
             return (key, states, obs["avail"]), None
 
         return jax.lax.scan(body, (key, states, avail), None, length=steps)[0]
