@@ -503,18 +503,14 @@ def test_learns_halfcheetah_2x3(tmp_path, script):
 
 def test_capture_video_writes_one_moving_mp4_per_evaluation_and_one_per_eval_only(tmp_path):
     # Hopper: the untrained policy falls within a few hundred steps, so the rendered episodes are short
+    hopper = ["--scenario", "Hopper", "--agent-conf", "3x1", *TINY, "--capture-video"]
     run_script(
         "a2po_mamujoco",
-        "--scenario",
-        "Hopper",
-        "--agent-conf",
-        "3x1",
-        *TINY,
+        *hopper,
         "--num-steps",
         50,
         "--total-timesteps",
         100,
-        "--capture-video",
         "--save-model",
         cwd=tmp_path,
         timeout=240,
@@ -522,20 +518,7 @@ def test_capture_video_writes_one_moving_mp4_per_evaluation_and_one_per_eval_onl
     videos = sorted((only_run_dir(tmp_path) / "videos").glob("*.mp4"), key=lambda p: int(p.stem.split("_")[1]))
     assert [p.name for p in videos] == ["eval_0.mp4", "eval_100.mp4"]  # the first evaluation and the last
     checkpoint = only_run_dir(tmp_path) / "checkpoint.pt"
-    run_script(
-        "a2po_mamujoco",
-        "--scenario",
-        "Hopper",
-        "--agent-conf",
-        "3x1",
-        *TINY,
-        "--capture-video",
-        "--eval-only",
-        "--resume",
-        checkpoint,
-        cwd=tmp_path,
-        timeout=240,
-    )
+    run_script("a2po_mamujoco", *hopper, "--eval-only", "--resume", checkpoint, cwd=tmp_path, timeout=240)
     videos.append(only_run_dir(tmp_path) / "videos" / "eval_only_100.mp4")  # --eval-only films beside the checkpoint
     assert sorted((only_run_dir(tmp_path) / "videos").glob("*.mp4")) == sorted(videos)
     import imageio.v2 as imageio
